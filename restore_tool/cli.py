@@ -1,0 +1,172 @@
+"""The command line: parse options, build Settings, call the core, render, exit with its code.
+Every RestoreToolError is turned into one sentence and an exit code here, and only here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from . import config, db, embedded, pgtools, pipeline, report
+from .errors import ExitCode, RestoreToolError
+
+app = typer.Typer(
+    help="Safe, boring PostgreSQL restores: repair sequences, verify, and more.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+embedded_app = typer.Typer(help="The embedded PostgreSQL server used when no target is set.",
+                           no_args_is_help=True)
+app.add_typer(embedded_app, name="embedded")
+
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", help="Target database URL (beats DATABASE_URL, POSTGRES_*, PG*, .env).",
+    show_default=False)]
+EnvFile = Annotated[Path | None, typer.Option(
+    "--env-file", help="Read settings from this file instead of ./.env.", show_default=False)]
+Embedded = Annotated[bool, typer.Option(
+    "--embedded", help="Use the embedded server in ./.restore-tool whatever is configured.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+Schemas = Annotated[list[str] | None, typer.Option(
+    "--schema", help="Only sequences feeding tables in (or living in) this schema; repeatable.",
+    show_default=False)]
+
+
+def _settings(database_url: str | None, env_file: Path | None, use_embedded: bool
+              ) -> config.Settings:
+    return config.resolve(database_url=database_url, env_file=env_file, embedded=use_embedded)
+
+
+def _guarded(debug: bool, body: Callable[[], int]) -> NoReturn:
+    """Run a command body; translate our errors and Ctrl-C into a sentence and an exit code."""
+    try:
+        code = body()
+    except RestoreToolError as error:
+        if debug:
+            raise
+        typer.echo(f"error: {error.message}", err=True)
+        if error.hint:
+            typer.echo(f"hint: {error.hint}", err=True)
+        raise typer.Exit(int(error.exit_code)) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted.", err=True)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    raise typer.Exit(code)
+
+
+def _emit(result: pipeline.Report, as_json: bool) -> int:
+    typer.echo(report.to_json(result) if as_json else report.render(result), nl=False)
+    return int(result.exit_code)
+
+
+@app.command("fix-sequences")
+def fix_sequences(
+    schema: Schemas = None,
+    exact: Annotated[bool, typer.Option(
+        "--exact", help="Also move sequences that are ahead of their data back to its edge "
+        "(reuses ids: only for databases nothing else writes to).")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Show what would change; call no setval.")] = False,
+    database_url: DatabaseUrl = None,
+    env_file: EnvFile = None,
+    use_embedded: Embedded = False,
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Move every sequence that lags its data just past it (forward only)."""
+
+    def body() -> int:
+        settings = _settings(database_url, env_file, use_embedded)
+        result = pipeline.fix_sequences(settings, schemas=schema or (), exact=exact,
+                                        dry_run=dry_run)
+        return _emit(result, as_json)
+
+    _guarded(debug, body)
+
+
+@app.command()
+def verify(
+    schema: Schemas = None,
+    database_url: DatabaseUrl = None,
+    env_file: EnvFile = None,
+    use_embedded: Embedded = False,
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Read-only health check: exit 0 when no sequence lags its data, 1 when one does."""
+
+    def body() -> int:
+        settings = _settings(database_url, env_file, use_embedded)
+        return _emit(pipeline.verify(settings, schemas=schema or ()), as_json)
+
+    _guarded(debug, body)
+
+
+@app.command()
+def url(
+    database_url: DatabaseUrl = None,
+    env_file: EnvFile = None,
+    use_embedded: Embedded = False,
+    debug: Debug = False,
+) -> None:
+    """Print the target's URL (password masked); for the embedded server, start it first."""
+
+    def body() -> int:
+        settings = _settings(database_url, env_file, use_embedded)
+        typer.echo(config.mask(db.conninfo(settings)))
+        typer.echo(f"(from {settings.origin})", err=True)
+        return 0
+
+    _guarded(debug, body)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def psql(
+    ctx: typer.Context,
+    database_url: DatabaseUrl = None,
+    env_file: EnvFile = None,
+    use_embedded: Embedded = False,
+    debug: Debug = False,
+) -> None:
+    """Open psql on the target (extra arguments go to psql, e.g. `-- -c 'select 1'`)."""
+
+    def body() -> int:
+        settings = _settings(database_url, env_file, use_embedded)
+        info = db.conninfo(settings)
+        typer.echo(f"Connecting to {config.mask(info)} (from {settings.origin})", err=True)
+        conninfo, env = pgtools.child_env(info)
+        argv = pgtools.psql_cmd(pgtools.find("psql"), conninfo, ctx.args)
+        pgtools.run(argv, env, foreground=True)
+        return 0
+
+    _guarded(debug, body)
+
+
+@embedded_app.command("status")
+def embedded_status() -> None:
+    """Say whether the embedded server in ./.restore-tool runs."""
+    directory = config.resolve(embedded=True).embedded_dir
+    running = embedded.is_running(directory)
+    typer.echo(f"The embedded server in {directory} is {'running' if running else 'stopped'}.")
+
+
+@embedded_app.command("stop")
+def embedded_stop(debug: Debug = False) -> None:
+    """Stop the embedded server in ./.restore-tool (its data is kept)."""
+
+    def body() -> int:
+        directory = config.resolve(embedded=True).embedded_dir
+        stopped = embedded.stop(directory)
+        typer.echo(f"Stopped the embedded server in {directory}." if stopped
+                   else f"The embedded server in {directory} was not running.")
+        return 0
+
+    _guarded(debug, body)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,86 @@
+"""Connections to the target: one place that turns Settings into a live connection and
+every libpq failure into one sentence."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from . import embedded
+from .config import EMBEDDED_DATABASE, Settings, mask, password_of, scrub
+from .errors import ConnectionFailed
+
+APPLICATION_NAME = "restore-tool"
+
+
+def conninfo(settings: Settings) -> str:
+    """The target's conninfo; for the embedded default this starts its server and creates
+    its database on first use."""
+    if settings.conninfo is not None:
+        return settings.conninfo
+    admin = embedded.ensure_running(settings.embedded_dir)
+    with _connect(admin, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)
+        ).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
+    return make_conninfo(admin, dbname=EMBEDDED_DATABASE)
+
+
+def connect(info: str, *, read_only: bool = False) -> psycopg.Connection[object]:
+    """An autocommit connection; `read_only` makes the server refuse any write (verify)."""
+    options = "-c default_transaction_read_only=on" if read_only else None
+    return _connect(info, autocommit=True, options=options)
+
+
+def _connect(
+    info: str, *, autocommit: bool, options: str | None = None
+) -> psycopg.Connection[object]:
+    extra: dict[str, str] = {}
+    if "application_name" not in conninfo_to_dict(info):
+        extra["application_name"] = APPLICATION_NAME
+    if options:
+        extra["options"] = options
+    try:
+        conn: psycopg.Connection[object] = psycopg.connect(
+            info, autocommit=autocommit, **extra
+        )
+    except psycopg.OperationalError as error:
+        raise _connection_failed(info, error) from None
+    return conn
+
+
+_HINTS = (
+    ("password authentication failed", "Check the password (DATABASE_URL or POSTGRES_PASSWORD)."),
+    ("no password supplied", "Set the password in DATABASE_URL, POSTGRES_PASSWORD or PGPASSWORD."),
+    ("does not exist", "Check the database and role names, or create them first."),
+    ("Connection refused", "Is the server running and listening on that host and port?"),
+    ("No such file or directory", "Is the server running, and is that its socket directory?"),
+    ("failed to resolve host", "Check the host name."),
+    ("could not translate host name", "Check the host name."),
+    ("timeout expired", "Is the host reachable from here?"),
+)
+
+
+def _connection_failed(info: str, error: psycopg.OperationalError) -> ConnectionFailed:
+    reason = _reason(str(error))
+    reason = scrub(reason, password_of(info))
+    hint = next((h for needle, h in _HINTS if needle in reason), None)
+    return ConnectionFailed(f"Could not connect to {mask(info)}: {reason}.", hint)
+
+
+_PREFIXES = re.compile(
+    r"^(connection failed: )?(connection to server (at|on) .*? failed: )?(FATAL: +)?"
+)
+
+
+def _reason(message: str) -> str:
+    """libpq's first line without its boilerplate: `password authentication failed for ...`."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else "unknown error"
+    reason = _PREFIXES.sub("", first).rstrip(".")
+    return reason or first

@@ -1,0 +1,58 @@
+"""One exception family for everything a user can cause: each error carries a message,
+a hint and an exit code, and is rendered in one place (the CLI)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILED = 1  # a step or check failed
+    USAGE = 2  # bad usage, bad input or bad settings
+    CANNOT_START = 3  # no connection, missing binary
+    INTERRUPTED = 130
+
+
+class RestoreToolError(Exception):
+    """Base of every error the CLI turns into one sentence and an exit code."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} {self.hint}"
+
+
+class ConfigError(RestoreToolError):
+    """Settings that cannot work: a malformed URL, an unreadable .env file, a bad option."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConnectionFailed(RestoreToolError):
+    """The target database could not be reached or refused us."""
+
+    exit_code = ExitCode.CANNOT_START
+
+
+class MissingBinary(RestoreToolError):
+    """A PostgreSQL client tool we need is not installed anywhere we look."""
+
+    exit_code = ExitCode.CANNOT_START
+
+
+class EmbeddedServerError(RestoreToolError):
+    """The embedded PostgreSQL server could not be started or stopped."""
+
+    exit_code = ExitCode.CANNOT_START
+
+
+class CommandFailed(RestoreToolError):
+    """A child process (psql, pg_restore, ...) exited with an error."""
+
+    exit_code = ExitCode.FAILED

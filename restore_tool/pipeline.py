@@ -1,0 +1,182 @@
+"""Steps, their results and the runner; and the commands as plain functions that return a
+Report (`fix_sequences(settings)`, `verify(settings)`), usable without the CLI."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import psycopg
+
+from . import db, sequences
+from .config import Settings, mask, password_of, scrub
+from .errors import ExitCode, RestoreToolError
+from .sequences import Action, SequenceFix
+
+REPAIR_SEQUENCES = "repair sequences"
+CHECK_SEQUENCES = "check sequences"
+
+
+class Status(enum.StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    WARNING = "warning"
+    SKIPPED = "skipped"
+
+
+class Detail(Protocol):
+    def as_dict(self) -> dict[str, object]: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a step function returns; the runner adds its name and time."""
+
+    status: Status
+    summary: str
+    details: tuple[Detail, ...] = ()
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    status: Status
+    seconds: float
+    summary: str
+    details: tuple[Detail, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    command: str
+    target: str
+    target_source: str
+    steps: tuple[StepResult, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return all(step.status is not Status.FAILED for step in self.steps)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.ok else ExitCode.FAILED
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[], Outcome]
+
+
+def run_steps(steps: Sequence[Step], *, secret: str | None = None) -> tuple[StepResult, ...]:
+    """Run steps in order; after the first failure the rest are reported as skipped.
+    A database error inside a step fails that step with the server's message."""
+    results: list[StepResult] = []
+    failed = False
+    for step in steps:
+        if failed:
+            results.append(StepResult(step.name, Status.SKIPPED, 0.0, "not run: an earlier "
+                                      "step failed"))
+            continue
+        started = time.perf_counter()
+        try:
+            outcome = step.run()
+        except psycopg.Error as error:
+            outcome = Outcome(Status.FAILED, scrub(_db_message(error), secret))
+        except RestoreToolError as error:
+            outcome = Outcome(Status.FAILED, scrub(str(error), secret))
+        seconds = time.perf_counter() - started
+        results.append(StepResult(step.name, outcome.status, seconds, outcome.summary,
+                                  outcome.details))
+        failed = outcome.status is Status.FAILED
+    return tuple(results)
+
+
+def _db_message(error: psycopg.Error) -> str:
+    diag = error.diag
+    message = diag.message_primary or str(error).strip().splitlines()[0]
+    return f"{message} ({diag.message_detail})" if diag.message_detail else message
+
+
+def _run(command: str, settings: Settings, read_only: bool,
+         build: Callable[[psycopg.Connection[object]], list[Step]]) -> Report:
+    info = db.conninfo(settings)
+    with closing(db.connect(info, read_only=read_only)) as conn:
+        results = run_steps(build(conn), secret=password_of(info))
+    return Report(command, mask(info), settings.origin, results)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def fix_sequences(
+    settings: Settings,
+    *,
+    schemas: Sequence[str] = (),
+    exact: bool = False,
+    dry_run: bool = False,
+) -> Report:
+    """Move every lagging sequence past its data: `restore-tool fix-sequences`."""
+
+    def repair_step(conn: psycopg.Connection[object]) -> Outcome:
+        fixes = sequences.repair(conn, schemas, exact=exact, dry_run=dry_run)
+        return Outcome(_repair_status(fixes), repair_summary(fixes, dry_run=dry_run),
+                       tuple(fixes))
+
+    return _run("fix-sequences", settings, False,
+                lambda conn: [Step(REPAIR_SEQUENCES, lambda: repair_step(conn))])
+
+
+def verify(settings: Settings, *, schemas: Sequence[str] = ()) -> Report:
+    """Read-only health check: no sequence lags its data. `restore-tool verify`."""
+
+    def check_step(conn: psycopg.Connection[object]) -> Outcome:
+        fixes = [item.fix for item in sequences.survey(conn, schemas)]
+        lagging = [fix for fix in fixes if fix.lagging]
+        skipped = [fix for fix in fixes if fix.action is Action.SKIPPED]
+        if lagging:
+            status = Status.FAILED
+            summary = f"{len(lagging)} of {len(fixes)} sequence(s) lag their data"
+        else:
+            status = Status.WARNING if skipped else Status.PASSED
+            summary = f"{len(fixes) - len(skipped)} sequence(s) ahead of their data"
+        if skipped:
+            summary += f", {len(skipped)} skipped"
+        return Outcome(status, summary, tuple(fixes))
+
+    return _run("verify", settings, True,
+                lambda conn: [Step(CHECK_SEQUENCES, lambda: check_step(conn))])
+
+
+def _repair_status(fixes: Sequence[SequenceFix]) -> Status:
+    actions = {fix.action for fix in fixes}
+    if Action.FAILED in actions:
+        return Status.FAILED
+    if Action.SKIPPED in actions:
+        return Status.WARNING
+    return Status.PASSED
+
+
+def count(fixes: Sequence[SequenceFix]) -> dict[str, int]:
+    """How many sequences ended in each bucket the summary names."""
+    buckets = {"fixed": 0, "moved back": 0, "already fine": 0, "skipped": 0, "failed": 0}
+    names = {Action.FIXED: "fixed", Action.MOVED_BACK: "moved back", Action.OK: "already fine",
+             Action.EMPTY: "already fine", Action.SKIPPED: "skipped", Action.FAILED: "failed"}
+    for fix in fixes:
+        buckets[names[fix.action]] += 1
+    return buckets
+
+
+def repair_summary(fixes: Sequence[SequenceFix], *, dry_run: bool) -> str:
+    buckets = count(fixes)
+    verb = "would fix" if dry_run else "fixed"
+    parts = [f"{verb} {buckets['fixed']}"]
+    if buckets["moved back"]:
+        parts.append(f"{'would move' if dry_run else 'moved'} {buckets['moved back']} back")
+    parts += [f"{buckets[name]} {name}" for name in ("already fine", "skipped", "failed")]
+    return ", ".join(parts)

@@ -1,0 +1,132 @@
+"""Reports rendered for people (the checklist, in the runbook's words) and for scripts
+(JSON). Pure functions: the CLI decides where the text goes."""
+
+from __future__ import annotations
+
+import json
+from .pipeline import CHECK_SEQUENCES, REPAIR_SEQUENCES, Report, Status, StepResult, count
+from .sequences import Action, SequenceFix
+
+ICONS = {Status.PASSED: "✅", Status.FAILED: "❌", Status.WARNING: "⚠️ ", Status.SKIPPED: "⏭️ "}
+
+
+def render(report: Report) -> str:
+    """The terminal checklist."""
+    lines = [f"restore-tool {report.command}",
+             f"Target: {report.target} (from {report.target_source})", ""]
+    for step in report.steps:
+        body = _STEP_BODIES.get(step.name)
+        if body is not None and step.details:
+            lines += [*body(step), ""]
+    lines.append("Checklist:")
+    width = max((len(step.name) for step in report.steps), default=0)
+    for step in report.steps:
+        lines.append(f"  {ICONS[step.status]} {step.name:<{width}}  {step.summary}"
+                     f"  ({step.seconds:.2f}s)")
+    lines.append("")
+    lines.append("All checks passed." if report.ok else
+                 "Something failed: see the ❌ lines above.")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(report: Report) -> str:
+    """`{"ok", "target", "steps": [{"name", "status", "seconds", "summary", "details"}]}`."""
+    return json.dumps(
+        {
+            "ok": report.ok,
+            "command": report.command,
+            "target": report.target,
+            "target_source": report.target_source,
+            "steps": [
+                {
+                    "name": step.name,
+                    "status": str(step.status),
+                    "seconds": round(step.seconds, 3),
+                    "summary": step.summary,
+                    "details": [detail.as_dict() for detail in step.details],
+                }
+                for step in report.steps
+            ],
+        },
+        indent=2,
+    ) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Step bodies: the lines above the checklist for steps that have something to list.
+
+
+def _fixes(step: StepResult) -> list[SequenceFix]:
+    return [d for d in step.details if isinstance(d, SequenceFix)]
+
+
+def _edge(fix: SequenceFix) -> str:
+    return f"{fix.edge_kind}: {fix.edge}"
+
+
+def _repair_body(step: StepResult) -> list[str]:
+    fixes = _fixes(step)
+    dry_run = any(f.action in (Action.FIXED, Action.MOVED_BACK) and not f.applied
+                  for f in fixes)
+    lines = ["🔧 Fixing all database sequences..." if not dry_run
+             else "🔍 Dry run: planning sequence fixes, changing nothing...", ""]
+    for fix in fixes:
+        line = repair_line(fix)
+        if line:
+            lines.append(line)
+    if len(lines) == 2:
+        lines.append("No sequence needed a fix.")
+    buckets = count(fixes)
+    rest = ", ".join(f"{buckets[name]} {name}" for name in ("already fine", "skipped", "failed")
+                     if buckets[name] or name == "already fine")
+    lines.append("")
+    moved = buckets["fixed"] + buckets["moved back"]
+    if dry_run:
+        lines.append(f"🔍 Would fix {moved} sequence(s); {rest}. Nothing was changed.")
+    elif buckets["failed"] or buckets["skipped"]:
+        lines.append(f"⚠️  Fixed {moved} sequence(s); {rest}.")
+    else:
+        lines.append(f"🎉 Successfully fixed {moved} sequence(s)! {rest}.")
+    return lines
+
+
+def repair_line(fix: SequenceFix) -> str | None:
+    """One runbook line per sequence that was (or would be) touched, skipped or failed."""
+    would = "" if fix.applied else "Would "
+    if fix.action is Action.FIXED:
+        verb = "Fixed" if fix.applied else "Would fix"
+        return f"✅ {verb} {fix.label} sequence ({_edge(fix)}, next: {fix.next_after})"
+    if fix.action is Action.MOVED_BACK:
+        verb = "Moved back" if fix.applied else f"{would}move back"
+        return (f"↩️  {verb} {fix.label} sequence ({_edge(fix)}, next: {fix.next_after}, "
+                f"was {fix.next_before})")
+    if fix.action is Action.SKIPPED:
+        return f"⚠️  Skipped {fix.label} sequence: {fix.reason}"
+    if fix.action is Action.FAILED:
+        return f"❌ Failed {fix.label} sequence: {fix.reason}"
+    if fix.reason:  # fine, but worth saying why (moved by someone else meanwhile)
+        return f"ℹ️  {fix.label} sequence: {fix.reason}"
+    return None
+
+
+def _check_body(step: StepResult) -> list[str]:
+    fixes = _fixes(step)
+    lines = [line for fix in fixes if (line := check_line(fix))]
+    if not lines:
+        lines.append(f"✅ All {len(fixes)} sequence(s) are ahead of their data.")
+    return lines
+
+
+def check_line(fix: SequenceFix) -> str | None:
+    """`user.user_id: next 4 but max is 17` for every sequence that lags."""
+    if fix.action is Action.FIXED:
+        return f"❌ {fix.label}: next {fix.next_before} but {fix.edge_kind} is {fix.edge}"
+    if fix.action is Action.FAILED:
+        return f"❌ {fix.label}: {fix.reason}"
+    if fix.action is Action.SKIPPED:
+        return f"⚠️  {fix.label}: not checked, {fix.reason}"
+    return None
+
+
+_STEP_BODIES = {REPAIR_SEQUENCES: _repair_body, CHECK_SEQUENCES: _check_body}
+

@@ -1,0 +1,501 @@
+"""Discover every sequence that feeds a column, measure it against its data, and move the
+lagging ones just past it, in a constant number of statements however many tables there are."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import class_row
+
+# One row per (sequence, column) that the sequence feeds. A column is fed by a sequence when
+#  - its DEFAULT calls nextval('s'::regclass) (serial, or a hand-written default, OWNED BY or
+#    not): pg_attrdef depends on the sequence;
+#  - the sequence is an identity sequence or OWNED BY it: the sequence depends on the column;
+#  - its DEFAULT is the legacy nextval('s'::text) form, which records no dependency: the name
+#    is resolved as nextval() would, with the session's search_path, then in the table's schema.
+# OIDs are unique per catalog only, so every pg_depend join pins classid and refclassid.
+# A child table (partition or inheritance child) whose parent is fed by the same sequence
+# through the same column is folded into the parent: max() on the parent already covers it.
+DISCOVER = """
+WITH RECURSIVE legacy AS (
+    SELECT ad.adrelid, ad.adnum, n.nspname,
+           replace(m[1], '''''', '''') AS name
+    FROM pg_attrdef ad
+    JOIN pg_class c ON c.oid = ad.adrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace,
+    LATERAL regexp_match(pg_get_expr(ad.adbin, ad.adrelid),
+        'nextval\\(\\(?''((?:[^'']|'''')+)''::(?:text|character varying)\\)')
+        AS m
+    WHERE m IS NOT NULL
+), feeds AS (
+    SELECT d.refobjid AS seq_oid, ad.adrelid AS rel_oid, ad.adnum AS attnum
+    FROM pg_depend d
+    JOIN pg_attrdef ad ON ad.oid = d.objid
+    WHERE d.classid = 'pg_attrdef'::regclass AND d.refclassid = 'pg_class'::regclass
+    UNION
+    SELECT d.objid, d.refobjid, d.refobjsubid::smallint
+    FROM pg_depend d
+    WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+      AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
+    UNION
+    SELECT coalesce(
+               CASE WHEN l.name ~ '^("([^"]|"")*"|[^".])*(\\.("([^"]|"")*"|[^".])*)?$'
+                    THEN to_regclass(l.name) END,
+               CASE WHEN l.name ~ '^("([^"]|"")*"|[^".])*$'
+                    THEN to_regclass(quote_ident(l.nspname) || '.' || l.name) END)::oid,
+           l.adrelid, l.adnum
+    FROM legacy l
+), columns AS (
+    SELECT f.seq_oid, f.rel_oid, a.attname, a.attnum
+    FROM feeds f
+    JOIN pg_class s ON s.oid = f.seq_oid AND s.relkind = 'S'
+    JOIN pg_class t ON t.oid = f.rel_oid AND t.relkind IN ('r', 'p')
+    JOIN pg_attribute a ON a.attrelid = f.rel_oid AND a.attnum = f.attnum
+                       AND NOT a.attisdropped
+)
+SELECT
+    s.oid::bigint AS seq_oid,
+    sn.nspname AS seq_schema,
+    s.relname AS seq_name,
+    q.seqstart AS start,
+    q.seqincrement AS increment,
+    q.seqmin AS min_value,
+    q.seqmax AS max_value,
+    q.seqcycle AS cycle,
+    has_sequence_privilege(s.oid, 'SELECT') AS can_read_sequence,
+    has_sequence_privilege(s.oid, 'UPDATE') AS can_update_sequence,
+    t.oid::bigint AS table_oid,
+    tn.nspname AS table_schema,
+    t.relname AS table_name,
+    c.attname AS column_name,
+    format_type(a.atttypid, a.atttypmod) AS column_type,
+    coalesce(NULLIF(ty.typbasetype, 0), ty.oid)
+        IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'numeric'::regtype)
+        AS numeric_column,
+    has_column_privilege(t.oid, c.attnum, 'SELECT') AS can_read_column,
+    row_security_active(t.oid) AS row_security
+FROM columns c
+JOIN pg_class s ON s.oid = c.seq_oid
+JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_sequence q ON q.seqrelid = s.oid
+JOIN pg_class t ON t.oid = c.rel_oid
+JOIN pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.rel_oid AND a.attnum = c.attnum
+JOIN pg_type ty ON ty.oid = a.atttypid
+WHERE tn.nspname <> 'information_schema' AND left(tn.nspname, 3) <> 'pg_'
+  AND NOT EXISTS (
+      SELECT 1
+      FROM pg_inherits i
+      JOIN columns p ON p.rel_oid = i.inhparent AND p.seq_oid = c.seq_oid
+                    AND p.attname = c.attname
+      WHERE i.inhrelid = c.rel_oid)
+  AND (%(schemas)s::text[] IS NULL
+       OR EXISTS (SELECT 1 FROM columns o
+                  JOIN pg_class ot ON ot.oid = o.rel_oid
+                  JOIN pg_namespace onn ON onn.oid = ot.relnamespace
+                  WHERE o.seq_oid = c.seq_oid
+                    AND (onn.nspname = ANY(%(schemas)s) OR sn.nspname = ANY(%(schemas)s))))
+ORDER BY sn.nspname, s.relname, tn.nspname, t.relname, c.attname
+"""
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """One catalog row of DISCOVER: a sequence and one column it feeds."""
+
+    seq_oid: int
+    seq_schema: str
+    seq_name: str
+    start: int
+    increment: int
+    min_value: int
+    max_value: int
+    cycle: bool
+    can_read_sequence: bool
+    can_update_sequence: bool
+    table_oid: int
+    table_schema: str
+    table_name: str
+    column_name: str
+    column_type: str
+    numeric_column: bool
+    can_read_column: bool
+    row_security: bool
+
+
+@dataclass(frozen=True)
+class Column:
+    table_oid: int
+    schema: str
+    table: str
+    name: str
+    type: str
+    numeric: bool
+    readable: bool
+    row_security: bool
+
+    @property
+    def label(self) -> str:
+        return display_name(self.schema, self.table, self.name)
+
+    @property
+    def qualified(self) -> str:
+        return qualified_name(self.schema, self.table, self.name)
+
+
+@dataclass(frozen=True)
+class SequenceInfo:
+    """A sequence, its parameters, and every column it feeds."""
+
+    oid: int
+    schema: str
+    name: str
+    start: int
+    increment: int
+    min_value: int
+    max_value: int
+    cycle: bool
+    can_read: bool
+    can_update: bool
+    columns: tuple[Column, ...] = field(default=())
+
+    @property
+    def descending(self) -> bool:
+        return self.increment < 0
+
+    @property
+    def label(self) -> str:
+        """How the runbook names it: `user.user_id` when it feeds one column, else the
+        sequence and the columns it feeds."""
+        if len(self.columns) == 1:
+            return self.columns[0].label
+        fed = ", ".join(column.label for column in self.columns)
+        return f"{display_name(self.schema, self.name)} (for {fed})"
+
+    @property
+    def identifier(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+
+@dataclass(frozen=True)
+class SequenceState:
+    last_value: int
+    is_called: bool
+
+
+class Action(enum.StrEnum):
+    FIXED = "fixed"  # moved forward past the data
+    MOVED_BACK = "moved back"  # --exact moved it backwards onto the data edge
+    OK = "ok"  # already past the data
+    EMPTY = "empty"  # no rows: left alone
+    SKIPPED = "skipped"  # we may not read or update it
+    FAILED = "failed"  # it cannot get past its data
+
+
+@dataclass(frozen=True)
+class SequenceFix:
+    """What happened (or, in a dry run, would happen) to one sequence."""
+
+    sequence: str
+    label: str
+    columns: tuple[str, ...]
+    action: Action
+    edge_kind: str  # "max", or "min" for descending sequences
+    edge: int | None = None
+    next_before: int | None = None
+    next_after: int | None = None
+    reason: str | None = None
+    applied: bool = False
+
+    @property
+    def lagging(self) -> bool:
+        """Inserts through this sequence can collide with existing rows (or cannot happen)."""
+        return self.action in (Action.FIXED, Action.FAILED)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "sequence": self.sequence,
+            "label": self.label,
+            "columns": list(self.columns),
+            "action": str(self.action),
+            self.edge_kind: self.edge,
+            "next_before": self.next_before,
+            "next_after": self.next_after,
+            "applied": self.applied,
+            "reason": self.reason,
+        }
+
+
+def display_name(*parts: str) -> str:
+    """Dotted name for messages; `public.` is left out as the runbook does."""
+    if len(parts) > 1 and parts[0] == "public":
+        parts = parts[1:]
+    return qualified_name(*parts)
+
+
+def qualified_name(*parts: str) -> str:
+    """Dotted name; a part is quoted only when it is not a plain lower-case name."""
+    return ".".join(p if p.isidentifier() and p == p.lower() else _quoted(p) for p in parts)
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# ---------------------------------------------------------------------------------------------
+# The arithmetic: pure functions over plain numbers, tested without a server.
+
+
+def next_value(seq: SequenceInfo, state: SequenceState) -> int | None:
+    """The value nextval() would return, or None when the sequence is exhausted."""
+    if not state.is_called:
+        return state.last_value
+    candidate = state.last_value + seq.increment
+    if seq.min_value <= candidate <= seq.max_value:
+        return candidate
+    if seq.cycle:
+        return seq.min_value if seq.increment > 0 else seq.max_value
+    return None
+
+
+def first_past(seq: SequenceInfo, edge: int) -> int:
+    """The first value on the sequence's grid (START + k*INCREMENT, k >= 0) past the data
+    edge: above MAX for ascending sequences, below MIN for descending ones."""
+    step = abs(seq.increment)
+    if seq.increment > 0:
+        if edge < seq.start:
+            return seq.start
+        return seq.start + ((edge - seq.start) // step + 1) * step
+    if edge > seq.start:
+        return seq.start
+    return seq.start - ((seq.start - edge) // step + 1) * step
+
+
+def plan(
+    seq: SequenceInfo,
+    state: SequenceState | None,
+    edge: int | None,
+    *,
+    exact: bool = False,
+    skip_reason: str | None = None,
+) -> SequenceFix:
+    """Decide what to do with one sequence; nothing here talks to the server."""
+    fix = SequenceFix(
+        sequence=qualified_name(seq.schema, seq.name),
+        label=seq.label,
+        columns=tuple(c.qualified for c in seq.columns),
+        action=Action.OK,
+        edge_kind="min" if seq.descending else "max",
+        edge=edge,
+    )
+    if skip_reason is not None or state is None:
+        return replace(fix, action=Action.SKIPPED, reason=skip_reason)
+    current = next_value(seq, state)
+    fix = replace(fix, next_before=current)
+    if edge is None:
+        return replace(fix, action=Action.EMPTY, next_after=current)
+
+    target = first_past(seq, edge)
+    if not seq.min_value <= target <= seq.max_value:
+        bound = "MAXVALUE" if seq.increment > 0 else "MINVALUE"
+        limit = seq.max_value if seq.increment > 0 else seq.min_value
+        return replace(
+            fix,
+            action=Action.FAILED,
+            reason=f"cannot get past its data: {fix.edge_kind} is {edge} "
+            f"but {bound} is {limit}",
+        )
+    if current is None:
+        if exact:
+            return replace(fix, action=Action.MOVED_BACK, next_after=target,
+                           reason="was exhausted")
+        return replace(
+            fix,
+            action=Action.FAILED,
+            reason="has reached its MAXVALUE and can give no more values "
+            "(--exact resets it to the data edge)",
+        )
+    behind = current <= edge if seq.increment > 0 else current >= edge
+    if behind:
+        return replace(fix, action=Action.FIXED, next_after=target)
+    if exact and current != target:
+        return replace(fix, action=Action.MOVED_BACK, next_after=target)
+    return replace(fix, next_after=current)
+
+
+# ---------------------------------------------------------------------------------------------
+# The statements: discovery, measurement, repair. Each is one statement whatever the count.
+
+
+def discover(conn: psycopg.Connection[object], schemas: Sequence[str] = ()) -> list[SequenceInfo]:
+    """Every sequence that feeds a column, with the columns it feeds."""
+    with conn.cursor(row_factory=class_row(FeedRow)) as cur:
+        rows = cur.execute(DISCOVER, {"schemas": list(schemas) or None}).fetchall()
+    grouped: dict[int, SequenceInfo] = {}
+    for row in rows:
+        column = Column(
+            table_oid=row.table_oid,
+            schema=row.table_schema,
+            table=row.table_name,
+            name=row.column_name,
+            type=row.column_type,
+            numeric=row.numeric_column,
+            readable=row.can_read_column,
+            row_security=row.row_security,
+        )
+        seq = grouped.get(row.seq_oid) or SequenceInfo(
+            oid=row.seq_oid,
+            schema=row.seq_schema,
+            name=row.seq_name,
+            start=row.start,
+            increment=row.increment,
+            min_value=row.min_value,
+            max_value=row.max_value,
+            cycle=row.cycle,
+            can_read=row.can_read_sequence,
+            can_update=row.can_update_sequence,
+        )
+        grouped[row.seq_oid] = replace(seq, columns=(*seq.columns, column))
+    return list(grouped.values())
+
+
+def unreadable_reason(seq: SequenceInfo) -> str | None:
+    """Why this role cannot measure the sequence against its data, if it cannot."""
+    if not seq.can_read:
+        return f"no SELECT privilege on sequence {display_name(seq.schema, seq.name)}"
+    for column in seq.columns:
+        if not column.numeric:
+            return f"feeds {column.label}, a {column.type} column"
+        if not column.readable:
+            return f"no SELECT privilege on {column.label}"
+        if column.row_security:
+            return (f"row-level security hides rows of "
+                    f"{display_name(column.schema, column.table)} from this role")
+    return None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    states: dict[int, SequenceState]
+    edges: dict[int, int | None]
+
+
+def measure(conn: psycopg.Connection[object], seqs: Sequence[SequenceInfo]) -> Measurement:
+    """Each sequence's state and the MAX (MIN when descending) over every column it feeds,
+    read in a single UNION ALL statement."""
+    parts: list[sql.Composable] = []
+    for seq in seqs:
+        oid = sql.Literal(seq.oid)
+        parts.append(sql.SQL(
+            "SELECT {oid}::bigint, 'state', last_value::numeric, is_called FROM {seq}"
+        ).format(oid=oid, seq=seq.identifier))
+        aggregate = sql.SQL("min" if seq.descending else "max")
+        parts.extend(
+            sql.SQL("SELECT {oid}::bigint, 'edge', {agg}({col})::numeric, NULL FROM {table}").format(
+                oid=oid,
+                agg=aggregate,
+                col=sql.Identifier(column.name),
+                table=sql.Identifier(column.schema, column.table),
+            )
+            for column in seq.columns
+        )
+    states: dict[int, SequenceState] = {}
+    values: dict[int, list[int]] = {}
+    if parts:
+        for oid, kind, value, is_called in conn.execute(sql.SQL("\nUNION ALL\n").join(parts)):
+            if kind == "state":
+                states[oid] = SequenceState(int(value), bool(is_called))
+            elif value is not None:
+                values.setdefault(oid, []).append(int(value))
+    edges: dict[int, int | None] = {}
+    for seq in seqs:
+        found = values.get(seq.oid)
+        edges[seq.oid] = None if not found else (min(found) if seq.descending else max(found))
+    return Measurement(states, edges)
+
+
+@dataclass(frozen=True)
+class Planned:
+    seq: SequenceInfo
+    fix: SequenceFix
+
+
+def survey(
+    conn: psycopg.Connection[object], schemas: Sequence[str] = (), *, exact: bool = False
+) -> list[Planned]:
+    """Discover and measure every sequence and plan its fix, in one snapshot: two statements."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        seqs = discover(conn, schemas)
+        reasons = {seq.oid: unreadable_reason(seq) for seq in seqs}
+        measured = measure(conn, [seq for seq in seqs if reasons[seq.oid] is None])
+    return [
+        Planned(seq, plan(seq, measured.states.get(seq.oid), measured.edges.get(seq.oid),
+                          exact=exact, skip_reason=reasons[seq.oid]))
+        for seq in seqs
+    ]
+
+
+_MOVES = (Action.FIXED, Action.MOVED_BACK)
+
+
+def repair(
+    conn: psycopg.Connection[object],
+    schemas: Sequence[str] = (),
+    *,
+    exact: bool = False,
+    dry_run: bool = False,
+) -> list[SequenceFix]:
+    """Move every lagging sequence just past its data (forward only unless `exact`).
+    A dry run plans the same moves and calls no setval: setval is not transactional."""
+    planned = []
+    for item in survey(conn, schemas, exact=exact):
+        if item.fix.action in _MOVES and not item.seq.can_update:
+            name = display_name(item.seq.schema, item.seq.name)
+            item = Planned(item.seq, replace(item.fix, action=Action.SKIPPED,
+                                             reason=f"no UPDATE privilege on sequence {name}"))
+        planned.append(item)
+    moves = [item for item in planned if item.fix.action in _MOVES]
+    if dry_run or not moves:
+        return [item.fix for item in planned]
+    applied = apply(conn, moves)
+    return [
+        replace(item.fix, applied=True) if item.seq.oid in applied
+        else _moved_meanwhile(item.fix) if item.fix.action in _MOVES
+        else item.fix
+        for item in planned
+    ]
+
+
+def _moved_meanwhile(fix: SequenceFix) -> SequenceFix:
+    return replace(fix, action=Action.OK, next_after=None,
+                   reason="another session moved it past the data meanwhile")
+
+
+def apply(conn: psycopg.Connection[object], moves: Sequence[Planned]) -> set[int]:
+    """One statement of setval calls. A forward move re-checks, in the same statement, that
+    the sequence is still behind its data, so a concurrent nextval() is never undone."""
+    parts: list[sql.Composable] = []
+    for item in moves:
+        seq, fix = item.seq, item.fix
+        assert fix.next_after is not None and fix.edge is not None
+        if fix.action is Action.FIXED:
+            still_behind = sql.SQL(
+                "(CASE WHEN is_called THEN last_value::numeric + {inc} ELSE last_value END) "
+                "{op} {edge}"
+            ).format(inc=sql.Literal(seq.increment),
+                     op=sql.SQL(">=" if seq.descending else "<="),
+                     edge=sql.Literal(fix.edge))
+        else:
+            still_behind = sql.SQL("true")
+        parts.append(sql.SQL(
+            "SELECT {oid}::bigint, setval({oid}::oid::regclass, {target}, false) "
+            "FROM {seq} WHERE {cond}"
+        ).format(oid=sql.Literal(seq.oid), target=sql.Literal(fix.next_after),
+                 seq=seq.identifier, cond=still_behind))
+    rows = conn.execute(sql.SQL("\nUNION ALL\n").join(parts)).fetchall()
+    return {row[0] for row in rows}
