@@ -127,13 +127,16 @@ def _from_url(url: str, origin: str) -> str:
     if not url:
         raise ConfigError(f"The database URL from {origin} is empty.")
     try:
-        conninfo_to_dict(url)
+        params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as error:
         reason = scrub(str(error).splitlines()[0])
         raise ConfigError(
             f"The database URL from {origin} is not a valid PostgreSQL URL: {reason}.",
             "Expected postgresql://USER:PASSWORD@HOST:PORT/DBNAME.",
         ) from None
+    port = str(params.get("port") or "")
+    if port and not all(part.isdigit() for part in port.split(",")):
+        raise ConfigError(f"The database URL from {origin} has port {port!r}, not a number.")
     return url
 
 

@@ -61,6 +61,7 @@ SELECT
     s.oid::bigint AS seq_oid,
     sn.nspname AS seq_schema,
     s.relname AS seq_name,
+    format('%%I.%%I', sn.nspname, s.relname) AS seq_sql_name,
     q.seqstart AS start,
     q.seqincrement AS increment,
     q.seqmin AS min_value,
@@ -72,6 +73,7 @@ SELECT
     tn.nspname AS table_schema,
     t.relname AS table_name,
     c.attname AS column_name,
+    format('%%I.%%I.%%I', tn.nspname, t.relname, c.attname) AS column_sql_name,
     format_type(a.atttypid, a.atttypmod) AS column_type,
     coalesce(NULLIF(ty.typbasetype, 0), ty.oid)
         IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype, 'numeric'::regtype)
@@ -110,6 +112,7 @@ class FeedRow:
     seq_oid: int
     seq_schema: str
     seq_name: str
+    seq_sql_name: str
     start: int
     increment: int
     min_value: int
@@ -121,6 +124,7 @@ class FeedRow:
     table_schema: str
     table_name: str
     column_name: str
+    column_sql_name: str
     column_type: str
     numeric_column: bool
     can_read_column: bool
@@ -133,6 +137,7 @@ class Column:
     schema: str
     table: str
     name: str
+    sql_name: str  # quoted as PostgreSQL quotes it: public."user".user_id
     type: str
     numeric: bool
     readable: bool
@@ -142,10 +147,6 @@ class Column:
     def label(self) -> str:
         return display_name(self.schema, self.table, self.name)
 
-    @property
-    def qualified(self) -> str:
-        return qualified_name(self.schema, self.table, self.name)
-
 
 @dataclass(frozen=True)
 class SequenceInfo:
@@ -154,6 +155,7 @@ class SequenceInfo:
     oid: int
     schema: str
     name: str
+    sql_name: str
     start: int
     increment: int
     min_value: int
@@ -231,14 +233,10 @@ class SequenceFix:
 
 
 def display_name(*parts: str) -> str:
-    """Dotted name for messages; `public.` is left out as the runbook does."""
+    """Dotted name for people: `public.` is left out as the runbook does, and a part is
+    quoted only when it is not a plain lower-case name (so `user.user_id`)."""
     if len(parts) > 1 and parts[0] == "public":
         parts = parts[1:]
-    return qualified_name(*parts)
-
-
-def qualified_name(*parts: str) -> str:
-    """Dotted name; a part is quoted only when it is not a plain lower-case name."""
     return ".".join(p if p.isidentifier() and p == p.lower() else _quoted(p) for p in parts)
 
 
@@ -285,9 +283,9 @@ def plan(
 ) -> SequenceFix:
     """Decide what to do with one sequence; nothing here talks to the server."""
     fix = SequenceFix(
-        sequence=qualified_name(seq.schema, seq.name),
+        sequence=seq.sql_name,
         label=seq.label,
-        columns=tuple(c.qualified for c in seq.columns),
+        columns=tuple(c.sql_name for c in seq.columns),
         action=Action.OK,
         edge_kind="min" if seq.descending else "max",
         edge=edge,
@@ -342,6 +340,7 @@ def discover(conn: psycopg.Connection[object], schemas: Sequence[str] = ()) -> l
             schema=row.table_schema,
             table=row.table_name,
             name=row.column_name,
+            sql_name=row.column_sql_name,
             type=row.column_type,
             numeric=row.numeric_column,
             readable=row.can_read_column,
@@ -351,6 +350,7 @@ def discover(conn: psycopg.Connection[object], schemas: Sequence[str] = ()) -> l
             oid=row.seq_oid,
             schema=row.seq_schema,
             name=row.seq_name,
+            sql_name=row.seq_sql_name,
             start=row.start,
             increment=row.increment,
             min_value=row.min_value,

