@@ -8,10 +8,13 @@ import re
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
 
 from . import embedded
 from .config import EMBEDDED_DATABASE, Settings, mask, password_of, scrub
 from .errors import ConnectionFailed
+
+Connection = psycopg.Connection[TupleRow]
 
 APPLICATION_NAME = "restore-tool"
 
@@ -31,7 +34,7 @@ def conninfo(settings: Settings) -> str:
     return make_conninfo(admin, dbname=EMBEDDED_DATABASE)
 
 
-def connect(info: str, *, read_only: bool = False) -> psycopg.Connection[object]:
+def connect(info: str, *, read_only: bool = False) -> Connection:
     """An autocommit connection; `read_only` makes the server refuse any write (verify)."""
     options = "-c default_transaction_read_only=on" if read_only else None
     return _connect(info, autocommit=True, options=options)
@@ -39,16 +42,15 @@ def connect(info: str, *, read_only: bool = False) -> psycopg.Connection[object]
 
 def _connect(
     info: str, *, autocommit: bool, options: str | None = None
-) -> psycopg.Connection[object]:
-    extra: dict[str, str] = {}
-    if "application_name" not in conninfo_to_dict(info):
-        extra["application_name"] = APPLICATION_NAME
-    if options:
-        extra["options"] = options
+) -> Connection:
+    params = conninfo_to_dict(info)
+    target = make_conninfo(
+        info,
+        application_name=params.get("application_name") or APPLICATION_NAME,
+        options=" ".join(str(o) for o in (params.get("options"), options) if o) or None,
+    )
     try:
-        conn: psycopg.Connection[object] = psycopg.connect(
-            info, autocommit=autocommit, **extra
-        )
+        conn = psycopg.connect(target, autocommit=autocommit)
     except psycopg.OperationalError as error:
         raise _connection_failed(info, error) from None
     return conn

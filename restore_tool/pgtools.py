@@ -101,12 +101,12 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
         foreground: bool = False) -> str:
     """Run argv; return its stdout. `foreground` hands it the terminal (interactive psql)."""
     command = sh.Command(argv[0])
-    options: dict[str, object] = {"_env": dict(os.environ if env is None else env)}
+    environment = dict(os.environ if env is None else env)
     try:
         if foreground:
-            command(*argv[1:], _fg=True, **options)
+            command(*argv[1:], _fg=True, _env=environment)
             return ""
-        return str(command(*argv[1:], _err_to_out=False, **options))
+        return str(command(*argv[1:], _env=environment))
     except sh.ErrorReturnCode as error:
         stderr = error.stderr.decode(errors="replace").strip() if error.stderr else ""
         last = stderr.splitlines()[-1] if stderr else f"exit code {error.exit_code}"

@@ -14,6 +14,7 @@ import psycopg
 
 from . import db, sequences
 from .config import Settings, mask, password_of, scrub
+from .db import Connection
 from .errors import ExitCode, RestoreToolError
 from .sequences import Action, SequenceFix
 
@@ -103,7 +104,7 @@ def _db_message(error: psycopg.Error) -> str:
 
 
 def _run(command: str, settings: Settings, read_only: bool,
-         build: Callable[[psycopg.Connection[object]], list[Step]]) -> Report:
+         build: Callable[[Connection], list[Step]]) -> Report:
     info = db.conninfo(settings)
     with closing(db.connect(info, read_only=read_only)) as conn:
         results = run_steps(build(conn), secret=password_of(info))
@@ -123,7 +124,7 @@ def fix_sequences(
 ) -> Report:
     """Move every lagging sequence past its data: `restore-tool fix-sequences`."""
 
-    def repair_step(conn: psycopg.Connection[object]) -> Outcome:
+    def repair_step(conn: Connection) -> Outcome:
         fixes = sequences.repair(conn, schemas, exact=exact, dry_run=dry_run)
         return Outcome(_repair_status(fixes), repair_summary(fixes, dry_run=dry_run),
                        tuple(fixes))
@@ -135,7 +136,7 @@ def fix_sequences(
 def verify(settings: Settings, *, schemas: Sequence[str] = ()) -> Report:
     """Read-only health check: no sequence lags its data. `restore-tool verify`."""
 
-    def check_step(conn: psycopg.Connection[object]) -> Outcome:
+    def check_step(conn: Connection) -> Outcome:
         fixes = [item.fix for item in sequences.survey(conn, schemas)]
         lagging = [fix for fix in fixes if fix.lagging]
         skipped = [fix for fix in fixes if fix.action is Action.SKIPPED]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+
 from .pipeline import CHECK_SEQUENCES, REPAIR_SEQUENCES, Report, Status, StepResult, count
 from .sequences import Action, SequenceFix
 

@@ -4,12 +4,13 @@ lagging ones just past it, in a constant number of statements however many table
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
+
+from .db import Connection
 
 # One row per (sequence, column) that the sequence feeds. A column is fed by a sequence when
 #  - its DEFAULT calls nextval('s'::regclass) (serial, or a hand-written default, OWNED BY or
@@ -329,7 +330,7 @@ def plan(
 # The statements: discovery, measurement, repair. Each is one statement whatever the count.
 
 
-def discover(conn: psycopg.Connection[object], schemas: Sequence[str] = ()) -> list[SequenceInfo]:
+def discover(conn: Connection, schemas: Sequence[str] = ()) -> list[SequenceInfo]:
     """Every sequence that feeds a column, with the columns it feeds."""
     with conn.cursor(row_factory=class_row(FeedRow)) as cur:
         rows = cur.execute(DISCOVER, {"schemas": list(schemas) or None}).fetchall()
@@ -384,7 +385,7 @@ class Measurement:
     edges: dict[int, int | None]
 
 
-def measure(conn: psycopg.Connection[object], seqs: Sequence[SequenceInfo]) -> Measurement:
+def measure(conn: Connection, seqs: Sequence[SequenceInfo]) -> Measurement:
     """Each sequence's state and the MAX (MIN when descending) over every column it feeds,
     read in a single UNION ALL statement."""
     parts: list[sql.Composable] = []
@@ -395,7 +396,9 @@ def measure(conn: psycopg.Connection[object], seqs: Sequence[SequenceInfo]) -> M
         ).format(oid=oid, seq=seq.identifier))
         aggregate = sql.SQL("min" if seq.descending else "max")
         parts.extend(
-            sql.SQL("SELECT {oid}::bigint, 'edge', {agg}({col})::numeric, NULL FROM {table}").format(
+            sql.SQL(
+                "SELECT {oid}::bigint, 'edge', {agg}({col})::numeric, NULL FROM {table}"
+            ).format(
                 oid=oid,
                 agg=aggregate,
                 col=sql.Identifier(column.name),
@@ -425,7 +428,7 @@ class Planned:
 
 
 def survey(
-    conn: psycopg.Connection[object], schemas: Sequence[str] = (), *, exact: bool = False
+    conn: Connection, schemas: Sequence[str] = (), *, exact: bool = False
 ) -> list[Planned]:
     """Discover and measure every sequence and plan its fix, in one snapshot: two statements."""
     with conn.transaction():
@@ -444,7 +447,7 @@ _MOVES = (Action.FIXED, Action.MOVED_BACK)
 
 
 def repair(
-    conn: psycopg.Connection[object],
+    conn: Connection,
     schemas: Sequence[str] = (),
     *,
     exact: bool = False,
@@ -476,7 +479,7 @@ def _moved_meanwhile(fix: SequenceFix) -> SequenceFix:
                    reason="another session moved it past the data meanwhile")
 
 
-def apply(conn: psycopg.Connection[object], moves: Sequence[Planned]) -> set[int]:
+def apply(conn: Connection, moves: Sequence[Planned]) -> set[int]:
     """One statement of setval calls. A forward move re-checks, in the same statement, that
     the sequence is still behind its data, so a concurrent nextval() is never undone."""
     parts: list[sql.Composable] = []
@@ -484,7 +487,7 @@ def apply(conn: psycopg.Connection[object], moves: Sequence[Planned]) -> set[int
         seq, fix = item.seq, item.fix
         assert fix.next_after is not None and fix.edge is not None
         if fix.action is Action.FIXED:
-            still_behind = sql.SQL(
+            still_behind: sql.Composable = sql.SQL(
                 "(CASE WHEN is_called THEN last_value::numeric + {inc} ELSE last_value END) "
                 "{op} {edge}"
             ).format(inc=sql.Literal(seq.increment),

@@ -10,8 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.servers import Server, embedded_server, scratch_database, system_server, \
-    system_versions
+from tests.servers import Server, embedded_server, scratch_database, system_server, system_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

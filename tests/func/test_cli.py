@@ -75,7 +75,7 @@ def test_fix_sequences_prints_the_runbook_lines_and_the_checklist(lagging_db: st
 
 
 def test_json_report_shape(lagging_db: str) -> None:
-    code, out, err = invoke("fix-sequences", "--dry-run", "--json", "--database-url", lagging_db)
+    code, out, _ = invoke("fix-sequences", "--dry-run", "--json", "--database-url", lagging_db)
     assert code == 0
     report = json.loads(out)
     assert set(report) >= {"ok", "target", "steps"}
@@ -163,7 +163,7 @@ def test_right_password_is_masked_everywhere(main_server: Server,
     ("postgresql://u:pw-123@host.invalid/db", "failed to resolve host"),
 ])
 def test_unreachable_targets_exit_3(url: str, needle: str) -> None:
-    code, out, err = invoke("verify", "--database-url", url.format(port=free_port()))
+    code, _, err = invoke("verify", "--database-url", url.format(port=free_port()))
     assert code == 3
     assert needle in err
     assert "pw-123" not in err

@@ -7,7 +7,6 @@ import re
 import tempfile
 
 import psycopg
-import pytest
 
 from restore_tool import pipeline, sequences
 from restore_tool.sequences import Action
@@ -298,7 +297,8 @@ def test_second_run_changes_nothing(db: str) -> None:
 def test_schema_option_limits_the_run(db: str) -> None:
     execute(db, """
         CREATE SCHEMA billing; CREATE SCHEMA crm;
-        CREATE TABLE billing.invoice (id serial PRIMARY KEY); INSERT INTO billing.invoice VALUES (3);
+        CREATE TABLE billing.invoice (id serial PRIMARY KEY);
+        INSERT INTO billing.invoice VALUES (3);
         CREATE TABLE crm.contact (id serial PRIMARY KEY); INSERT INTO crm.contact VALUES (3);
     """)
     fixes = repair(db, schemas=["billing"])

@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from restore_tool.sequences import (
-    Action, Column, SequenceInfo, SequenceState, display_name, first_past, next_value, plan)
+    Action,
+    Column,
+    SequenceInfo,
+    SequenceState,
+    display_name,
+    first_past,
+    next_value,
+    plan,
+)
 
 COLUMN = Column(1, "public", "user", "user_id", 'public."user".user_id', "integer", True, True,
                 False)
@@ -13,7 +21,8 @@ COLUMN = Column(1, "public", "user", "user_id", 'public."user".user_id', "intege
 
 def seq(start: int = 1, increment: int = 1, lo: int = 1, hi: int = 2**31 - 1,
         cycle: bool = False) -> SequenceInfo:
-    return SequenceInfo(1, "public", "user_user_id_seq", "public.user_user_id_seq", start, increment, lo, hi, cycle,
+    return SequenceInfo(1, "public", "user_user_id_seq", "public.user_user_id_seq", start,
+                        increment, lo, hi, cycle,
                         True, True, (COLUMN,))
 
 
