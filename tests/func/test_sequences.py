@@ -37,6 +37,8 @@ def test_serial_bigserial_smallserial_and_identity_columns(db: str) -> None:
         "a.id": Action.FIXED, "b.id": Action.FIXED, "c.id": Action.FIXED,
         "d.id": Action.FIXED, "e.id": Action.FIXED}
     assert fixes["a.id"].edge == 7 and fixes["a.id"].next_after == 8
+    # pg_sequences shows the data edge as last_value, as after a pg_dump restore
+    assert scalar(db, "SELECT last_value FROM pg_sequences WHERE sequencename = 'a_id_seq'") == 7
     execute(db, "INSERT INTO a DEFAULT VALUES; INSERT INTO b DEFAULT VALUES; "
                 "INSERT INTO c DEFAULT VALUES; INSERT INTO d DEFAULT VALUES; "
                 "INSERT INTO e DEFAULT VALUES")
@@ -325,9 +327,32 @@ def _statements(conninfo: str, tables: int) -> int:
 
 
 def test_statement_count_does_not_grow_with_tables(server: Server, db: str) -> None:
+    """Constant within one lock-budget batch (200 relations: ~65 tables here); past it the
+    count grows by two statements per batch (test_large_runs_are_cut_...)."""
     small = _statements(db, 3)
     with scratch_database(server) as other:
-        large = _statements(other, 120)
+        large = _statements(other, 60)
     assert small == large
-    # BEGIN, SET TRANSACTION, discover, measure, COMMIT, repair
-    assert small == 6
+    # the lock budget, discovery, one measuring and one repairing statement
+    assert small == 4
+
+
+def test_large_runs_are_cut_into_lock_budget_batches(db: str) -> None:
+    """Past the lock budget the reads go in several statements (one transaction each), and
+    every sequence is still measured and repaired, the forward-only check included."""
+    execute(db, """
+        DO $$ BEGIN FOR i IN 1..60 LOOP
+            EXECUTE format('CREATE TABLE t%s (id serial PRIMARY KEY)', i);
+            EXECUTE format('INSERT INTO t%s VALUES (%s)', i, i * 10);
+        END LOOP; END $$;
+        SELECT setval('t7_id_seq', 1000);
+    """)
+    with psycopg.connect(db, autocommit=True) as conn:
+        seqs = sequences.discover(conn)
+        assert {seq.lock_cost for seq in seqs} == {3}  # table, its primary key, the sequence
+        assert len(sequences.batches(seqs, 10)) == 20
+        fixes = by_label(sequences.repair(conn, budget=10))
+    assert sum(f.action is Action.FIXED and f.applied for f in fixes.values()) == 59
+    assert fixes["t7.id"].action is Action.OK
+    assert nextval(db, "t60_id_seq") == 601
+    assert nextval(db, "t7_id_seq") == 1001

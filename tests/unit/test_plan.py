@@ -13,6 +13,7 @@ from restore_tool.sequences import (
     first_past,
     next_value,
     plan,
+    setval_args,
 )
 
 COLUMN = Column(1, "public", "user", "user_id", 'public."user".user_id', "integer", True, True,
@@ -65,6 +66,13 @@ def test_plan_decisions() -> None:
     assert over.reason == "cannot get past its data: max is 150 but MAXVALUE is 100"
     skipped = plan(seq(), None, None, skip_reason="no SELECT privilege")
     assert (skipped.action, skipped.reason) == (Action.SKIPPED, "no SELECT privilege")
+
+
+def test_setval_arguments_show_the_data_edge_as_last_value() -> None:
+    assert setval_args(seq(), 18) == (17, True)
+    assert setval_args(seq(7, 100), 207) == (107, True)
+    assert setval_args(seq(-1, -1, -100, -1), -38) == (-37, True)
+    assert setval_args(seq(1000, 1, 1000), 1000) == (1000, False)
 
 
 def test_display_names_quote_only_what_needs_it() -> None:

