@@ -1,6 +1,9 @@
 """The baseline: what hand-written fix_all_sequences.py scripts do (the runbook's "How it
 works"): list the tables, then per table find its sequence, read MAX, call setval.
-Usage: python bench/fix_all_sequences.py DATABASE_URL"""
+Usage: python bench/fix_all_sequences.py DATABASE_URL
+
+It runs in autocommit: the single-transaction form of the same loop fails on 5,000 tables
+with `out of shared memory` (every table, index and sequence stays locked until commit)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from psycopg import sql
 
 def main(url: str) -> int:
     fixed = 0
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
+    with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("""
             SELECT table_schema, table_name, column_name
             FROM information_schema.columns

@@ -1,0 +1,52 @@
+"""The checklist and JSON rendered from a Report built by hand: exact text, no server."""
+
+from __future__ import annotations
+
+import json
+
+from restore_tool.pipeline import REPAIR_SEQUENCES, Report, Status, StepResult
+from restore_tool.report import render, to_json
+from restore_tool.sequences import Action, SequenceFix
+
+FIXES = (
+    SequenceFix("public.user_user_id_seq", "user.user_id", ('public."user".user_id',),
+                Action.FIXED, "max", 17, 1, 18, applied=True),
+    SequenceFix("public.hub_hub_id_seq", "hub.hub_id", ("public.hub.hub_id",), Action.OK,
+                "max", 3, 41, 41),
+    SequenceFix("public.tiny_seq", "tiny.id", ("public.tiny.id",), Action.FAILED, "max", 150,
+                1, None, reason="cannot get past its data: max is 150 but MAXVALUE is 100"),
+)
+REPORT = Report("fix-sequences", "postgresql://beppp:***@localhost:5432/beppp_test",
+                "DATABASE_URL in .env",
+                (StepResult(REPAIR_SEQUENCES, Status.FAILED, 0.0412,
+                            "fixed 1, 1 already fine, 0 skipped, 1 failed", FIXES),))
+
+
+def test_render_is_the_runbook_and_a_checklist() -> None:
+    assert render(REPORT) == """\
+restore-tool fix-sequences
+Target: postgresql://beppp:***@localhost:5432/beppp_test (from DATABASE_URL in .env)
+
+🔧 Fixing all database sequences...
+
+✅ Fixed user.user_id sequence (max: 17, next: 18)
+❌ Failed tiny.id sequence: cannot get past its data: max is 150 but MAXVALUE is 100
+
+⚠️  Fixed 1 sequence(s); 1 already fine, 1 failed.
+
+Checklist:
+  ❌ repair sequences  fixed 1, 1 already fine, 0 skipped, 1 failed  (0.04s)
+
+Something failed: see the ❌ lines above.
+"""
+
+
+def test_json_carries_every_step_and_sequence() -> None:
+    data = json.loads(to_json(REPORT))
+    assert data["ok"] is False
+    assert data["target"] == "postgresql://beppp:***@localhost:5432/beppp_test"
+    (step,) = data["steps"]
+    assert (step["name"], step["status"], step["seconds"]) == ("repair sequences", "failed",
+                                                               0.041)
+    assert [d["action"] for d in step["details"]] == ["fixed", "ok", "failed"]
+    assert REPORT.exit_code == 1
