@@ -83,10 +83,11 @@ def tool_version(path: Path) -> tuple[int, ...] | None:
 
 def child_env(info: str) -> tuple[str, dict[str, str]]:
     """A conninfo without its password, and an environment that carries the password in
-    PGPASSWORD: the password never reaches a command line."""
+    PGPASSWORD: the password never reaches a command line. Without a password in the URL,
+    the user's own PGPASSWORD (or passfile) still applies, as it does for our connection."""
     params = {k: str(v) for k, v in conninfo_to_dict(info).items() if v is not None}
     password = params.pop("password", None)
-    env = {k: v for k, v in os.environ.items() if k != "PGPASSWORD"}
+    env = dict(os.environ)
     if password is not None:
         env["PGPASSWORD"] = password
     return make_conninfo(**params), env

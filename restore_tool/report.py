@@ -93,12 +93,11 @@ def _repair_body(step: StepResult) -> list[str]:
 
 def repair_line(fix: SequenceFix) -> str | None:
     """One runbook line per sequence that was (or would be) touched, skipped or failed."""
-    would = "" if fix.applied else "Would "
     if fix.action is Action.FIXED:
         verb = "Fixed" if fix.applied else "Would fix"
         return f"✅ {verb} {fix.label} sequence ({_edge(fix)}, next: {fix.next_after})"
     if fix.action is Action.MOVED_BACK:
-        verb = "Moved back" if fix.applied else f"{would}move back"
+        verb = "Moved back" if fix.applied else "Would move back"
         return (f"↩️  {verb} {fix.label} sequence ({_edge(fix)}, next: {fix.next_after}, "
                 f"was {fix.next_before})")
     if fix.action is Action.SKIPPED:
