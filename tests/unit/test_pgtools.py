@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from restore_tool.pgtools import Tool, child_env, psql_cmd
 
