@@ -34,6 +34,9 @@ Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors
 Schemas = Annotated[list[str] | None, typer.Option(
     "--schema", help="Only sequences feeding tables in (or living in) this schema; repeatable.",
     show_default=False)]
+Jobs = Annotated[int | None, typer.Option(
+    "--jobs", "-j", min=1, max=64, show_default="the CPU count, at most 8",
+    help="Connections to spread the per-table work over.")]
 
 
 def _settings(database_url: str | None, env_file: Path | None, use_embedded: bool
@@ -71,6 +74,7 @@ def fix_sequences(
         "(reuses ids: only for databases nothing else writes to).")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show what would change; call no setval.")] = False,
+    jobs: Jobs = None,
     database_url: DatabaseUrl = None,
     env_file: EnvFile = None,
     use_embedded: Embedded = False,
@@ -82,7 +86,7 @@ def fix_sequences(
     def body() -> int:
         settings = _settings(database_url, env_file, use_embedded)
         result = pipeline.fix_sequences(settings, schemas=schema or (), exact=exact,
-                                        dry_run=dry_run)
+                                        dry_run=dry_run, jobs=jobs)
         return _emit(result, as_json)
 
     _guarded(debug, body)
@@ -91,6 +95,7 @@ def fix_sequences(
 @app.command()
 def verify(
     schema: Schemas = None,
+    jobs: Jobs = None,
     database_url: DatabaseUrl = None,
     env_file: EnvFile = None,
     use_embedded: Embedded = False,
@@ -101,7 +106,7 @@ def verify(
 
     def body() -> int:
         settings = _settings(database_url, env_file, use_embedded)
-        return _emit(pipeline.verify(settings, schemas=schema or ()), as_json)
+        return _emit(pipeline.verify(settings, schemas=schema or (), jobs=jobs), as_json)
 
     _guarded(debug, body)
 

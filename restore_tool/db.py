@@ -4,6 +4,9 @@ every libpq failure into one sentence."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -54,6 +57,52 @@ def _connect(
     except psycopg.OperationalError as error:
         raise _connection_failed(info, error) from None
     return conn
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def spread(
+    conn: Connection,
+    connect: Callable[[], Connection] | None,
+    jobs: int,
+    items: Sequence[T],
+    work: Callable[[Connection, Sequence[T], int], R],
+) -> list[R]:
+    """Run `work(connection, share, shares)` on up to `jobs` equal shares of `items` at once
+    (never more shares than items): the first share on `conn`, each other one on its own
+    connection from `connect`, opened here and closed after. Fewer shares when the server
+    refuses more connections (its max_connections, the role's CONNECTION LIMIT); on any error
+    every share is cancelled."""
+    jobs = min(jobs, len(items))
+    extra: list[Connection] = []
+    try:
+        while connect is not None and len(extra) < jobs - 1:
+            try:
+                extra.append(connect())
+            except ConnectionFailed:
+                break
+        conns = [conn, *extra]
+        shares = [items[index::len(conns)] for index in range(len(conns))]
+        if len(conns) == 1:
+            return [work(conn, shares[0], 1)]
+        with ThreadPoolExecutor(len(conns)) as pool:
+            futures = [pool.submit(work, c, share, len(conns))
+                       for c, share in zip(conns, shares, strict=True)]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()  # raises the error of a share that failed
+                return [future.result() for future in futures]
+            except BaseException:
+                for c in conns:
+                    c.cancel_safe()
+                wait(futures)
+                raise
+    finally:
+        for c in extra:
+            c.close()
 
 
 _HINTS = (

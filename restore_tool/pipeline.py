@@ -4,6 +4,7 @@ Report (`fix_sequences(settings)`, `verify(settings)`), usable without the CLI."
 from __future__ import annotations
 
 import enum
+import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -16,7 +17,7 @@ from . import db, sequences
 from .config import Settings, mask, password_of, scrub
 from .db import Connection
 from .errors import ExitCode, RestoreToolError
-from .sequences import Action, SequenceFix
+from .sequence_plan import Action, SequenceFix
 
 REPAIR_SEQUENCES = "repair sequences"
 CHECK_SEQUENCES = "check sequences"
@@ -103,12 +104,27 @@ def _db_message(error: psycopg.Error) -> str:
     return f"{message} ({diag.message_detail})" if diag.message_detail else message
 
 
+@dataclass(frozen=True)
+class Target:
+    """The open connection a command works on, and how to open more like it (for work
+    spread over several connections)."""
+
+    conn: Connection
+    connect: Callable[[], Connection]
+
+
 def _run(command: str, settings: Settings, read_only: bool,
-         build: Callable[[Connection], list[Step]]) -> Report:
+         build: Callable[[Target], list[Step]]) -> Report:
     info = db.conninfo(settings)
     with closing(db.connect(info, read_only=read_only)) as conn:
-        results = run_steps(build(conn), secret=password_of(info))
+        target = Target(conn, lambda: db.connect(info, read_only=read_only))
+        results = run_steps(build(target), secret=password_of(info))
     return Report(command, mask(info), settings.origin, results)
+
+
+def default_jobs() -> int:
+    """Connections to spread per-table work over: the CPU count, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,23 +137,29 @@ def fix_sequences(
     schemas: Sequence[str] = (),
     exact: bool = False,
     dry_run: bool = False,
+    jobs: int | None = None,
 ) -> Report:
     """Move every lagging sequence past its data: `restore-tool fix-sequences`."""
 
-    def repair_step(conn: Connection) -> Outcome:
-        fixes = sequences.repair(conn, schemas, exact=exact, dry_run=dry_run)
+    def repair_step(target: Target) -> Outcome:
+        fixes = sequences.repair(target.conn, schemas, exact=exact, dry_run=dry_run,
+                                 jobs=jobs or default_jobs(), connect=target.connect)
         return Outcome(_repair_status(fixes), repair_summary(fixes, dry_run=dry_run),
                        tuple(fixes))
 
     return _run("fix-sequences", settings, False,
-                lambda conn: [Step(REPAIR_SEQUENCES, lambda: repair_step(conn))])
+                lambda target: [Step(REPAIR_SEQUENCES, lambda: repair_step(target))])
 
 
-def verify(settings: Settings, *, schemas: Sequence[str] = ()) -> Report:
+def verify(
+    settings: Settings, *, schemas: Sequence[str] = (), jobs: int | None = None
+) -> Report:
     """Read-only health check: no sequence lags its data. `restore-tool verify`."""
 
-    def check_step(conn: Connection) -> Outcome:
-        fixes = [item.fix for item in sequences.survey(conn, schemas)]
+    def check_step(target: Target) -> Outcome:
+        planned = sequences.survey(target.conn, schemas, jobs=jobs or default_jobs(),
+                                   connect=target.connect)
+        fixes = [item.fix for item in planned]
         lagging = [fix for fix in fixes if fix.lagging]
         skipped = [fix for fix in fixes if fix.action is Action.SKIPPED]
         if lagging:
@@ -151,7 +173,7 @@ def verify(settings: Settings, *, schemas: Sequence[str] = ()) -> Report:
         return Outcome(status, summary, tuple(fixes))
 
     return _run("verify", settings, True,
-                lambda conn: [Step(CHECK_SEQUENCES, lambda: check_step(conn))])
+                lambda target: [Step(CHECK_SEQUENCES, lambda: check_step(target))])
 
 
 def _repair_status(fixes: Sequence[SequenceFix]) -> Status:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from .pipeline import CHECK_SEQUENCES, REPAIR_SEQUENCES, Report, Status, StepResult, count
-from .sequences import Action, SequenceFix
+from .sequence_plan import Action, SequenceFix
 
 ICONS = {Status.PASSED: "✅", Status.FAILED: "❌", Status.WARNING: "⚠️ ", Status.SKIPPED: "⏭️ "}
 
@@ -49,7 +49,6 @@ def to_json(report: Report) -> str:
                 for step in report.steps
             ],
         },
-        indent=2,
     ) + "\n"
 
 

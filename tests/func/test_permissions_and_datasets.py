@@ -13,7 +13,7 @@ from psycopg.conninfo import make_conninfo
 
 from restore_tool import pipeline
 from restore_tool.pipeline import Status
-from restore_tool.sequences import Action
+from restore_tool.sequence_plan import Action
 from tests.conftest import SHARED
 from tests.helpers import by_label, execute, nextval, scalar, settings
 from tests.servers import Server, sql_script
@@ -141,3 +141,24 @@ def test_pagila_schema_with_partitions_and_unowned_sequences(main_server: Server
     assert fixes["language.language_id"].next_after == 8
     assert nextval(main_db, "public.payment_payment_id_seq") == 17001
     assert pipeline.verify(settings(main_db)).exit_code == 0
+
+
+def test_a_role_limited_to_one_connection_gets_every_sequence(db: str, limited_role: str
+                                                              ) -> None:
+    """The work is spread over several connections; the server refusing more (a role's
+    CONNECTION LIMIT, max_connections) leaves it all to the first one."""
+    execute(db, """
+        CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (4);
+        CREATE TABLE u (id serial PRIMARY KEY); INSERT INTO u VALUES (9);
+        CREATE TABLE v (id serial PRIMARY KEY); INSERT INTO v VALUES (2);
+    """)
+    _grant(db, limited_role, """
+        ALTER USER ROLE CONNECTION LIMIT 1;
+        GRANT SELECT ON t, u, v TO ROLE;
+        GRANT SELECT, UPDATE ON t_id_seq, u_id_seq, v_id_seq TO ROLE;
+    """)
+    report = pipeline.fix_sequences(settings(limited_role), jobs=3)
+    fixes = by_label(report.steps[0].details)
+    assert {label: f.next_after for label, f in fixes.items() if f.applied} == {
+        "t.id": 5, "u.id": 10, "v.id": 3}
+    assert pipeline.verify(settings(limited_role), jobs=3).exit_code == 0

@@ -6,7 +6,7 @@ import json
 
 from restore_tool.pipeline import REPAIR_SEQUENCES, Report, Status, StepResult
 from restore_tool.report import render, to_json
-from restore_tool.sequences import Action, SequenceFix
+from restore_tool.sequence_plan import Action, SequenceFix
 
 FIXES = (
     SequenceFix("public.user_user_id_seq", "user.user_id", ('public."user".user_id',),
