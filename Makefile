@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CLI := $(BIN)/restore-tool
 
-.PHONY: setup demo test lint db-fix-sequences verify bench clean
+.PHONY: setup demo test lint restore db-fix-sequences verify bench sample-dump clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,15 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Loads the battery-hub sample (explicit ids, lagging sequences) into the embedded server,
-# then repairs and verifies it.
+# Restores the battery-hub sample dump (explicit ids, lagging sequences) into the embedded
+# server: load, repair sequences, analyze, verify, checklist. Re-runnable (--replace).
 demo: setup
-	$(CLI) psql --embedded -- -q -f backups/battery-hub.sql
-	$(CLI) verify --embedded || true
-	$(CLI) fix-sequences --embedded
-	$(CLI) verify --embedded
+	$(CLI) restore backups/battery-hub.dump --embedded --replace --drop-old
+
+# make restore DUMP=backups/x.dump [ARGS="--replace"]: into the configured target
+restore: setup
+	@test -n "$(DUMP)" || { echo "usage: make restore DUMP=path/to/dump [ARGS=...]"; exit 2; }
+	$(CLI) restore $(DUMP) $(ARGS)
 
 test: setup
 	$(BIN)/pytest
@@ -37,6 +39,11 @@ verify: setup
 
 bench: setup
 	$(BIN)/python bench/sequences.py
+	$(BIN)/python bench/restore.py
+
+# Rebuilds backups/battery-hub.dump from backups/battery-hub.sql
+sample-dump: setup
+	$(BIN)/python backups/build_sample.py
 
 clean:
 	rm -rf $(VENV) .restore-tool

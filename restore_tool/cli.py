@@ -9,8 +9,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from . import config, db, embedded, pgtools, pipeline, report
-from .errors import ExitCode, RestoreToolError
+from . import config, db, embedded, pgtools, pipeline, progress, report, restore
+from .errors import ConfigError, ExitCode, RestoreToolError
 
 app = typer.Typer(
     help="Safe, boring PostgreSQL restores: repair sequences, verify, and more.",
@@ -107,6 +107,76 @@ def verify(
     def body() -> int:
         settings = _settings(database_url, env_file, use_embedded)
         return _emit(pipeline.verify(settings, schemas=schema or (), jobs=jobs), as_json)
+
+    _guarded(debug, body)
+
+
+PgBin = Annotated[list[Path] | None, typer.Option(
+    "--pg-bin", help="Also look for pg_restore, psql and vacuumdb here; repeatable.",
+    show_default=False)]
+
+
+@app.command("inspect")
+def inspect_dump(
+    dump: Annotated[Path, typer.Argument(help="Dump file or directory.", show_default=False)],
+    pg_bin: PgBin = None,
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """What is in a dump, and which pg_restore (or psql) here can read it."""
+
+    def body() -> int:
+        found = restore.inspect(dump, pg_bin or ())
+        typer.echo(report.dump_json(found) if as_json else report.render_dump(found), nl=False)
+        return 0
+
+    _guarded(debug, body)
+
+
+@app.command("restore")
+def restore_dump(
+    dump: Annotated[Path, typer.Argument(help="Dump file or directory.", show_default=False)],
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Restore next to a target that has data and swap it in when every "
+        "step passed (the old one is kept under a dated name).")] = False,
+    drop_old: Annotated[bool, typer.Option(
+        "--drop-old", help="With --replace: drop the old database after the swap.")] = False,
+    jobs: Jobs = None,
+    no_owner: Annotated[bool, typer.Option(
+        "--no-owner", help="Make the restoring role own everything (for dumps whose roles "
+        "do not exist here).")] = False,
+    migrate: Annotated[str | None, typer.Option(
+        "--migrate", help="Command to run on the restored database before any swap, with "
+        "DATABASE_URL set (e.g. \"alembic upgrade head\").", show_default=False)] = None,
+    post_sql: Annotated[list[Path] | None, typer.Option(
+        "--post-sql", help="SQL file to run on the restored database before any swap (one "
+        "transaction each); repeatable.", show_default=False)] = None,
+    no_analyze: Annotated[bool, typer.Option(
+        "--no-analyze", help="Skip the ANALYZE pass.")] = False,
+    report_file: Annotated[Path | None, typer.Option(
+        "--report", help="Also write the checklist as Markdown to this file.",
+        show_default=False)] = None,
+    pg_bin: PgBin = None,
+    database_url: DatabaseUrl = None,
+    env_file: EnvFile = None,
+    use_embedded: Embedded = False,
+    as_json: Json = False,
+    debug: Debug = False,
+) -> None:
+    """Restore a dump: load, repair sequences, analyze, verify, and print the checklist."""
+
+    def body() -> int:
+        settings = _settings(database_url, env_file, use_embedded)
+        if drop_old and not replace:
+            raise ConfigError("--drop-old only makes sense with --replace.")
+        options = restore.Options(
+            replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner, migrate=migrate,
+            post_sql=tuple(post_sql or ()), analyze=not no_analyze, pg_bin=tuple(pg_bin or ()))
+        with progress.reporter() as show:
+            result = restore.run(settings, dump, options, show)
+        if report_file is not None:
+            report_file.write_text(report.to_markdown(result), encoding="utf-8")
+        return _emit(result, as_json)
 
     _guarded(debug, body)
 

@@ -3,10 +3,13 @@ every libpq failure into one sentence."""
 
 from __future__ import annotations
 
+import getpass
+import os
 import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import TypeVar
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -57,6 +60,73 @@ def _connect(
     except psycopg.OperationalError as error:
         raise _connection_failed(info, error) from None
     return conn
+
+
+def dbname(info: str) -> str:
+    """The database a conninfo names (libpq's default: the user name)."""
+    params = conninfo_to_dict(info)
+    name = params.get("dbname") or params.get("user") or os.environ.get("PGDATABASE")
+    return str(name or getpass.getuser())
+
+
+def with_dbname(info: str, name: str) -> str:
+    return make_conninfo(info, dbname=name)
+
+
+def maintenance(info: str) -> str:
+    """The same server, through a database that is never the one being replaced."""
+    return with_dbname(info, "template1" if dbname(info) == "postgres" else "postgres")
+
+
+def url(info: str) -> str:
+    """A postgresql:// URL for tools that want DATABASE_URL (migrations), password
+    included: it goes to a child's environment only."""
+    params = {k: str(v) for k, v in conninfo_to_dict(info).items() if v is not None}
+    user = quote(params.pop("user", ""), safe="")
+    password = params.pop("password", None)
+    credentials = user + (f":{quote(password, safe='')}" if password is not None else "")
+    host = params.pop("host", "")
+    netloc = (credentials + "@" if credentials else "")
+    if host and not host.startswith("/"):
+        netloc += host + (f":{params.pop('port')}" if "port" in params else "")
+    elif host:
+        params["host"] = host
+    name = quote(params.pop("dbname", ""), safe="")
+    query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in params.items())
+    return f"postgresql://{netloc}/{name}" + (f"?{query}" if query else "")
+
+
+def database_exists(conn: Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+                        ).fetchone() is not None
+
+
+# What makes a database not empty: anything in a schema of its own (not the system ones).
+HAS_DATA = r"""
+SELECT EXISTS (
+    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%')
+"""
+
+
+def has_data(info: str) -> bool:
+    with connect(info) as conn:
+        row = conn.execute(HAS_DATA).fetchone()
+    return bool(row and row[0])
+
+
+def create_database(conn: Connection, name: str) -> None:
+    conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+
+
+def drop_database(conn: Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def rename_database(conn: Connection, name: str, new_name: str) -> None:
+    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+        sql.Identifier(name), sql.Identifier(new_name)))
 
 
 T = TypeVar("T")

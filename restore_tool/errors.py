@@ -34,6 +34,12 @@ class ConfigError(RestoreToolError):
     exit_code = ExitCode.USAGE
 
 
+class BadInput(RestoreToolError):
+    """Input we will not work with: a file that is no dump, a target that already has data."""
+
+    exit_code = ExitCode.USAGE
+
+
 class ConnectionFailed(RestoreToolError):
     """The target database could not be reached or refused us."""
 

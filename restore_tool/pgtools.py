@@ -7,7 +7,7 @@ import glob
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,3 +114,17 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
         raise CommandFailed(f"{Path(argv[0]).name} failed: {last}") from None
     except sh.CommandNotFound:
         raise MissingBinary(f"{argv[0]} was not found.") from None
+
+
+def stream(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], None], *,
+           stdin: Iterable[bytes] | None = None) -> int:
+    """Run argv, handing each line it writes to stderr to `on_line` as it comes (progress,
+    errors) and discarding its stdout; feed it `stdin`. Its exit code: reading what went
+    wrong is the caller's job."""
+    command = sh.Command(argv[0])
+    try:
+        process = command(*argv[1:], _env=dict(env), _err=on_line, _out=os.devnull,
+                          _in=stdin, _ok_code=list(range(256)), _return_cmd=True)
+    except sh.CommandNotFound:
+        raise MissingBinary(f"{argv[0]} was not found.") from None
+    return int(process.exit_code)

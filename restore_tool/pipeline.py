@@ -36,11 +36,13 @@ class Detail(Protocol):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a step function returns; the runner adds its name and time."""
+    """What a step function returns; the runner adds its name and time. A failure caused by
+    bad input or a missing binary carries that exit code (2, 3) instead of 1."""
 
     status: Status
     summary: str
     details: tuple[Detail, ...] = ()
+    exit_code: ExitCode = ExitCode.FAILED
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class StepResult:
     seconds: float
     summary: str
     details: tuple[Detail, ...] = ()
+    exit_code: ExitCode = ExitCode.FAILED  # what a failure of this step exits with
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class Report:
     target: str
     target_source: str
     steps: tuple[StepResult, ...] = field(default=())
+    facts: tuple[tuple[str, str], ...] = ()  # ("Dump", "backups/x.dump (custom, ...)"), ...
+    next_steps: tuple[str, ...] = ()  # what to do now that something failed
 
     @property
     def ok(self) -> bool:
@@ -65,7 +70,8 @@ class Report:
 
     @property
     def exit_code(self) -> ExitCode:
-        return ExitCode.OK if self.ok else ExitCode.FAILED
+        failed = [step for step in self.steps if step.status is Status.FAILED]
+        return failed[0].exit_code if failed else ExitCode.OK
 
 
 @dataclass(frozen=True)
@@ -90,10 +96,11 @@ def run_steps(steps: Sequence[Step], *, secret: str | None = None) -> tuple[Step
         except psycopg.Error as error:
             outcome = Outcome(Status.FAILED, scrub(_db_message(error), secret))
         except RestoreToolError as error:
-            outcome = Outcome(Status.FAILED, scrub(str(error), secret))
+            outcome = Outcome(Status.FAILED, scrub(str(error), secret),
+                              exit_code=error.exit_code)
         seconds = time.perf_counter() - started
         results.append(StepResult(step.name, outcome.status, seconds, outcome.summary,
-                                  outcome.details))
+                                  outcome.details, outcome.exit_code))
         failed = outcome.status is Status.FAILED
     return tuple(results)
 
@@ -144,8 +151,7 @@ def fix_sequences(
     def repair_step(target: Target) -> Outcome:
         fixes = sequences.repair(target.conn, schemas, exact=exact, dry_run=dry_run,
                                  jobs=jobs or default_jobs(), connect=target.connect)
-        return Outcome(_repair_status(fixes), repair_summary(fixes, dry_run=dry_run),
-                       tuple(fixes))
+        return repair_outcome(fixes, dry_run=dry_run)
 
     return _run("fix-sequences", settings, False,
                 lambda target: [Step(REPAIR_SEQUENCES, lambda: repair_step(target))])
@@ -157,23 +163,33 @@ def verify(
     """Read-only health check: no sequence lags its data. `restore-tool verify`."""
 
     def check_step(target: Target) -> Outcome:
-        planned = sequences.survey(target.conn, schemas, jobs=jobs or default_jobs(),
-                                   connect=target.connect)
-        fixes = [item.fix for item in planned]
-        lagging = [fix for fix in fixes if fix.lagging]
-        skipped = [fix for fix in fixes if fix.action is Action.SKIPPED]
-        if lagging:
-            status = Status.FAILED
-            summary = f"{len(lagging)} of {len(fixes)} sequence(s) lag their data"
-        else:
-            status = Status.WARNING if skipped else Status.PASSED
-            summary = f"{len(fixes) - len(skipped)} sequence(s) ahead of their data"
-        if skipped:
-            summary += f", {len(skipped)} skipped"
-        return Outcome(status, summary, tuple(fixes))
+        return check_outcome(sequences.survey(target.conn, schemas, jobs=jobs or default_jobs(),
+                                              connect=target.connect))
 
     return _run("verify", settings, True,
                 lambda target: [Step(CHECK_SEQUENCES, lambda: check_step(target))])
+
+
+def repair_outcome(fixes: Sequence[SequenceFix], *, dry_run: bool = False) -> Outcome:
+    """The repair step's verdict: failed if a sequence cannot get past its data, a warning
+    if one was skipped."""
+    return Outcome(_repair_status(fixes), repair_summary(fixes, dry_run=dry_run), tuple(fixes))
+
+
+def check_outcome(planned: Sequence[sequences.Planned]) -> Outcome:
+    """The check step's verdict: failed if any sequence lags its data."""
+    fixes = [item.fix for item in planned]
+    lagging = [fix for fix in fixes if fix.lagging]
+    skipped = [fix for fix in fixes if fix.action is Action.SKIPPED]
+    if lagging:
+        status = Status.FAILED
+        summary = f"{len(lagging)} of {len(fixes)} sequence(s) lag their data"
+    else:
+        status = Status.WARNING if skipped else Status.PASSED
+        summary = f"{len(fixes) - len(skipped)} sequence(s) ahead of their data"
+    if skipped:
+        summary += f", {len(skipped)} skipped"
+    return Outcome(status, summary, tuple(fixes))
 
 
 def _repair_status(fixes: Sequence[SequenceFix]) -> Status:

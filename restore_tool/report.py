@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from .archive import Dump
+from .load import LoadError
 from .pipeline import CHECK_SEQUENCES, REPAIR_SEQUENCES, Report, Status, StepResult, count
 from .sequence_plan import Action, SequenceFix
 
@@ -14,7 +16,8 @@ ICONS = {Status.PASSED: "✅", Status.FAILED: "❌", Status.WARNING: "⚠️ ", 
 def render(report: Report) -> str:
     """The terminal checklist."""
     lines = [f"restore-tool {report.command}",
-             f"Target: {report.target} (from {report.target_source})", ""]
+             f"Target: {report.target} (from {report.target_source})",
+             *(f"{name}: {value}" for name, value in report.facts), ""]
     for step in report.steps:
         body = _STEP_BODIES.get(step.name)
         if body is not None and step.details:
@@ -27,6 +30,55 @@ def render(report: Report) -> str:
     lines.append("")
     lines.append("All checks passed." if report.ok else
                  "Something failed: see the ❌ lines above.")
+    lines += [f"  → {hint}" for hint in report.next_steps]
+    return "\n".join(lines) + "\n"
+
+
+def render_dump(dump: Dump) -> str:
+    """`restore-tool inspect`: what the dump is and who reads it."""
+    counts = ", ".join(f"{n} {name}" for name, n in dump.counts.items())
+    readers = ", ".join(f"{t.name} {'.'.join(map(str, t.version))} ({t.path})"
+                        for t in dump.readers)
+    lines = [
+        f"Dump:        {dump.path}",
+        f"Format:      {dump.format}" + (f" (inside {dump.wrapper})" if dump.wrapper else ""),
+        f"Compression: {dump.compression or dump.wrapper or 'none'}",
+    ]
+    if dump.archive_version:
+        lines.append(f"Archive:     version {dump.archive_version}, {dump.toc_entries} TOC entries")
+    lines += [
+        f"pg_dump:     {dump.pg_dump_version or 'unknown'}",
+        f"Source:      PostgreSQL {dump.server_version or 'unknown'}"
+        + (f', database "{dump.dbname}"' if dump.dbname else ""),
+        f"Contains:    {counts}",
+        f"Owners:      {', '.join(dump.owners) or 'none named'}",
+        f"Readable by: {readers}",
+        f"Would use:   {dump.reader.path}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def dump_json(dump: Dump) -> str:
+    return json.dumps(dump.as_dict()) + "\n"
+
+
+def to_markdown(report: Report) -> str:
+    """The checklist as Markdown, for CI artifacts (`--report FILE.md`)."""
+    lines = [f"# restore-tool {report.command}: {'passed' if report.ok else 'FAILED'}", "",
+             f"- **Target:** `{report.target}` (from {report.target_source})",
+             *(f"- **{name}:** {value}" for name, value in report.facts), "",
+             "| | step | summary | seconds |", "|---|---|---|---|"]
+    for step in report.steps:
+        summary = step.summary.replace("|", "\\|")
+        lines.append(f"| {ICONS[step.status].strip()} | {step.name} | {summary} | "
+                     f"{step.seconds:.2f} |")
+    for step in report.steps:
+        body = _STEP_BODIES.get(step.name)
+        if body is not None and step.details:
+            lines += ["", f"## {step.name}", "",
+                      *(f"- {line}" for line in body(step) if line)]
+    if report.next_steps:
+        lines += ["", "## Next", "", *(f"- {hint}" for hint in report.next_steps)]
     return "\n".join(lines) + "\n"
 
 
@@ -38,6 +90,7 @@ def to_json(report: Report) -> str:
             "command": report.command,
             "target": report.target,
             "target_source": report.target_source,
+            "facts": dict(report.facts),
             "steps": [
                 {
                     "name": step.name,
@@ -127,5 +180,11 @@ def check_line(fix: SequenceFix) -> str | None:
     return None
 
 
-_STEP_BODIES = {REPAIR_SEQUENCES: _repair_body, CHECK_SEQUENCES: _check_body}
+def _load_body(step: StepResult) -> list[str]:
+    errors = [d for d in step.details if isinstance(d, LoadError)]
+    return [f"{'⚠️ ' if error.tolerated else '❌'} {error}" for error in errors]
+
+
+_STEP_BODIES = {REPAIR_SEQUENCES: _repair_body, CHECK_SEQUENCES: _check_body,
+                "load": _load_body}
 

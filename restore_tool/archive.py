@@ -1,0 +1,317 @@
+"""Recognise a dump by its content (custom, directory, tar, plain SQL; gzip, zstd or lz4
+around a file) and read what it holds from its header and TOC (`pg_restore -l`)."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import pgtools
+from .errors import BadInput, CommandFailed, MissingBinary
+from .pgtools import Tool
+
+# Outer compression of a dump file, by magic number; the tool that removes it.
+WRAPPERS = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18": "lz4"}
+ARCHIVE_MAGIC = b"PGDMP"
+HEAD = 64 * 1024
+
+# The newest archive version each pg_restore reads (src/bin/pg_dump/pg_backup_archiver.h).
+READER_FOR_ARCHIVE = {(1, 14): 12, (1, 15): 16, (1, 16): 17}
+
+# psql releases that know \restrict, which plain dumps carry since the CVE-2025-8714 fix.
+RESTRICT_SINCE = {13: 22, 14: 19, 15: 14, 16: 10, 17: 6}
+
+_SQL_START = re.compile(
+    r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(?:SET|CREATE|INSERT|COPY|BEGIN|SELECT|ALTER|DROP|"
+    r"COMMENT|GRANT|START|DO|\\)", re.IGNORECASE | re.DOTALL)
+_HEADER = re.compile(r"^;\s+(Archive created at|dbname|TOC Entries|Compression|Dump Version|"
+                     r"Format|Dumped from database version|Dumped by pg_dump version):?\s*(.*)$")
+_PLAIN_HEADER = re.compile(r"^-- (Dumped from database version|Dumped by pg_dump version) (.*)$")
+# `3346; 1259 16393 TABLE public actor postgres` in `pg_restore -l`; an entry's kind is one
+# word unless it is one of these
+_TOC_LINE = re.compile(r"^\d+; \d+ \d+ (.*)$")
+_MULTIWORD = ("TABLE DATA", "TABLE ATTACH", "SEQUENCE SET", "SEQUENCE OWNED BY",
+              "INDEX ATTACH", "FK CONSTRAINT", "DEFAULT ACL", "DATABASE PROPERTIES",
+              "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "LARGE OBJECT", "BLOB METADATA",
+              "EVENT TRIGGER", "FOREIGN TABLE", "FOREIGN DATA WRAPPER", "USER MAPPING",
+              "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY", "OPERATOR CLASS",
+              "OPERATOR FAMILY", "SERVER", "ROW SECURITY", "POLICY", "PUBLICATION TABLE",
+              "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION TABLE")
+# `-- Name: actor; Type: TABLE; Schema: public; Owner: postgres` in a plain dump
+_PLAIN_ENTRY = re.compile(r"^-- (?:Data for )?Name: .*?; Type: ([A-Z ]+); Schema: .*?; "
+                          r"Owner: (.*)$")
+_COUNTED = {"TABLE": "tables", "SEQUENCE": "sequences", "INDEX": "indexes",
+            "EXTENSION": "extensions"}
+
+
+@dataclass(frozen=True)
+class Dump:
+    """What a dump is and holds."""
+
+    path: Path
+    format: str  # custom, directory, tar, plain
+    wrapper: str | None  # gzip, zstd or lz4 around the whole file
+    compression: str | None  # inside the archive (`pg_restore -l`), None for plain SQL
+    archive_version: str | None  # 1.16-0; None for plain SQL
+    pg_dump_version: str | None
+    server_version: str | None
+    dbname: str | None
+    toc_entries: int | None
+    counts: dict[str, int] = field(default_factory=dict)
+    owners: tuple[str, ...] = ()
+    readers: tuple[Tool, ...] = ()  # the pg_restore (or psql) binaries that read it
+    has_create: bool = False  # plain SQL made with --create (CREATE DATABASE, \connect)
+
+    @property
+    def parallel(self) -> bool:
+        """pg_restore -j works on custom and directory archives only."""
+        return self.format in ("custom", "directory")
+
+    @property
+    def reader(self) -> Tool:
+        return max(self.readers)
+
+    def describe(self) -> str:
+        """`custom (gzip), archive 1.16, pg_dump 18.6 from PostgreSQL 18.6, database "x"`."""
+        parts = [self.format + (f" in {self.wrapper}" if self.wrapper else "")
+                 + (f" ({self.compression})" if self.compression not in (None, "none") else "")]
+        if self.archive_version:
+            parts.append(f"archive {self.archive_version}")
+        if self.pg_dump_version:
+            parts.append(f"pg_dump {self.pg_dump_version}"
+                         + (f" from PostgreSQL {self.server_version}"
+                            if self.server_version else ""))
+        if self.dbname:
+            parts.append(f'database "{self.dbname}"')
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "path": str(self.path), "format": self.format, "wrapper": self.wrapper,
+            "compression": self.compression, "archive_version": self.archive_version,
+            "pg_dump_version": self.pg_dump_version, "server_version": self.server_version,
+            "dbname": self.dbname, "toc_entries": self.toc_entries, "counts": self.counts,
+            "owners": list(self.owners),
+            "readers": [{"path": str(t.path), "version": ".".join(map(str, t.version))}
+                        for t in self.readers],
+            "reader": str(self.reader.path) if self.readers else None,
+        }
+
+
+def sniff(path: Path) -> tuple[str, str | None]:
+    """(format, wrapper) from the first bytes; one clear sentence when it is no dump. The
+    format of a zstd or lz4 file is known once unwrapped: "unknown" until then."""
+    if not path.exists():
+        raise BadInput(f"{path} does not exist.")
+    if path.is_dir():
+        if not (path / "toc.dat").is_file():
+            raise BadInput(f"{path} is a directory but not a directory-format dump "
+                           "(it has no toc.dat).")
+        return "directory", None
+    with path.open("rb") as handle:
+        head = handle.read(HEAD)
+    if not head:
+        raise BadInput(f"{path} is empty.")
+    wrapper = WRAPPERS.get(head[:2]) or WRAPPERS.get(head[:4])
+    if wrapper == "gzip":
+        try:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(HEAD)
+        except (OSError, EOFError) as error:
+            raise BadInput(f"{path} looks gzip-compressed but cannot be read: {error}.") \
+                from None
+    elif wrapper is not None:
+        return "unknown", wrapper
+    return _format_of(path, head), wrapper
+
+
+def _format_of(path: Path, head: bytes) -> str:
+    if head.startswith(ARCHIVE_MAGIC):
+        return "custom"
+    if head[257:262] == b"ustar" and head.startswith(b"toc.dat"):
+        return "tar"
+    text = _text(head)
+    if text is not None and _SQL_START.match(text):
+        return "plain"
+    raise BadInput(f"{path} is not a PostgreSQL dump (neither an archive made by pg_dump "
+                   "nor SQL text).")
+
+
+def _text(head: bytes) -> str | None:
+    """`head` as UTF-8 text (the read may have cut its last character), or None."""
+    if b"\0" in head:
+        return None
+    for cut in range(4):
+        try:
+            return head[:len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+    return None
+
+
+@contextmanager
+def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterator[
+        tuple[Dump, Path]]:
+    """The dump recognised and inspected, and the path to give pg_restore or psql: `path`
+    itself, or its decompressed copy in `workdir` (pg_restore -j needs a seekable file)."""
+    _, wrapper = sniff(path)
+    if wrapper is None:
+        yield inspect(path, path, None, extra_bins), path
+        return
+    target = workdir / (path.name + ".unwrapped")
+    if wrapper == "gzip":
+        try:
+            with gzip.open(path, "rb") as source, target.open("wb") as out:
+                shutil.copyfileobj(source, out, 1024 * 1024)
+        except (OSError, EOFError) as error:
+            raise BadInput(f"{path} could not be decompressed: {error}.") from None
+    else:
+        tool = shutil.which(wrapper)
+        if tool is None:
+            raise MissingBinary(f"{path} is {wrapper}-compressed and {wrapper} is not "
+                                "installed.", f"Install {wrapper}, or decompress it yourself.")
+        output = ["-o", str(target)] if wrapper == "zstd" else [str(target)]
+        try:
+            pgtools.run([tool, "-d", "-q", "-f", str(path), *output])
+        except CommandFailed as error:
+            raise BadInput(f"{path} could not be decompressed: {error.message}") from None
+    yield inspect(path, target, wrapper, extra_bins), target
+
+
+def inspect(path: Path, readable: Path, wrapper: str | None,
+            extra_bins: Sequence[Path] = ()) -> Dump:
+    """Read `readable` (the dump without its wrapper) with every pg_restore (or psql) found;
+    the ones that succeed are its readers."""
+    if readable.is_dir():
+        fmt = "directory"
+    else:
+        with readable.open("rb") as handle:
+            fmt = _format_of(path, handle.read(HEAD))
+    if fmt == "plain":
+        return _inspect_plain(path, readable, wrapper, extra_bins)
+    return _inspect_archive(path, readable, fmt, wrapper, extra_bins)
+
+
+def _inspect_archive(path: Path, readable: Path, fmt: str, wrapper: str | None,
+                     extra_bins: Sequence[Path]) -> Dump:
+    tools = sorted(pgtools.find_all("pg_restore", extra_bins), reverse=True)
+    if not tools:
+        raise MissingBinary("pg_restore was not found.",
+                            "Install the PostgreSQL client tools or pass --pg-bin DIR.")
+    listing: str | None = None
+    readers: list[Tool] = []
+    failure = ""
+    for tool in tools:
+        try:
+            output = pgtools.run([str(tool.path), "-l", str(readable)])
+        except CommandFailed as error:
+            failure = failure or error.message
+            continue
+        readers.append(tool)
+        listing = listing or output
+    if listing is None:
+        raise _unreadable(path, readable, fmt, failure, tools)
+    header = {m.group(1): m.group(2) for line in listing.splitlines()
+              if (m := _HEADER.match(line))}
+    counts: Counter[str] = Counter()
+    owners: set[str] = set()
+    for line in listing.splitlines():
+        match = _TOC_LINE.match(line)
+        if match is None:
+            continue
+        entry = match.group(1)
+        kind = max((m for m in _MULTIWORD if entry.startswith(m + " ")), key=len,
+                   default=entry.split(" ", 1)[0])
+        if kind in _COUNTED:
+            counts[_COUNTED[kind]] += 1
+        owner = entry.rsplit(" ", 1)[-1] if kind != "EXTENSION" else ""
+        if owner and owner != "-":
+            owners.add(owner)
+    return Dump(
+        path=path, format=fmt, wrapper=wrapper,
+        compression=header.get("Compression"),
+        archive_version=header.get("Dump Version"),
+        pg_dump_version=header.get("Dumped by pg_dump version"),
+        server_version=header.get("Dumped from database version"),
+        dbname=header.get("dbname"),
+        toc_entries=int(header["TOC Entries"]) if "TOC Entries" in header else None,
+        counts={name: counts[name] for name in _COUNTED.values()},
+        owners=tuple(sorted(owners)),
+        readers=tuple(readers),
+    )
+
+
+def _unreadable(path: Path, readable: Path, fmt: str, failure: str,
+                tools: Sequence[Tool]) -> Exception:
+    """Why no pg_restore here reads the archive: too new for all of them, or damaged."""
+    version = archive_version(readable)
+    needed = READER_FOR_ARCHIVE.get(version[:2]) if version else None
+    newest = ".".join(map(str, tools[0].version))
+    if version and (needed is None or needed > tools[0].version[0]):
+        wanted = f"pg_restore {needed} or newer" if needed else "a newer pg_restore"
+        return MissingBinary(
+            f"{path} is a {fmt} archive of version {'.'.join(map(str, version[:2]))}, which "
+            f"needs {wanted}; the newest found here is {newest}.",
+            "Install a newer PostgreSQL client, or pass --pg-bin DIR.")
+    return BadInput(f"{path} is not a readable dump: {failure.removeprefix('pg_restore failed: ')}")
+
+
+def archive_version(readable: Path) -> tuple[int, int, int] | None:
+    """(1, 16, 0) from the archive header (`PGDMP` then major, minor, revision bytes)."""
+    if readable.is_dir():
+        readable = readable / "toc.dat"
+    with readable.open("rb") as handle:
+        head = handle.read(1024)
+    start = head.find(ARCHIVE_MAGIC)
+    if start < 0 or len(head) < start + 8:
+        return None
+    major, minor, revision = head[start + 5:start + 8]
+    return major, minor, revision
+
+
+def _inspect_plain(path: Path, readable: Path, wrapper: str | None,
+                   extra_bins: Sequence[Path]) -> Dump:
+    header: dict[str, str] = {}
+    counts: Counter[str] = Counter()
+    owners: set[str] = set()
+    restrict = has_create = False
+    with readable.open("r", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("--"):
+                if match := _PLAIN_HEADER.match(line.rstrip("\n")):
+                    header[match.group(1)] = match.group(2)
+                elif match := _PLAIN_ENTRY.match(line.rstrip("\n")):
+                    kind, owner = match.groups()
+                    if kind in _COUNTED:
+                        counts[_COUNTED[kind]] += 1
+                    if owner and owner != "-":
+                        owners.add(owner)
+            elif line.startswith("\\restrict "):
+                restrict = True
+            elif line.startswith(("CREATE DATABASE ", "\\connect ")):
+                has_create = True
+    readers = [tool for tool in pgtools.find_all("psql", extra_bins)
+               if not restrict or _knows_restrict(tool)]
+    if not readers:
+        raise MissingBinary(f"{path} uses \\restrict, which needs a newer psql "
+                            "(18, 17.6, 16.10, 15.14 or later).",
+                            "Install a newer PostgreSQL client, or pass --pg-bin DIR.")
+    return Dump(
+        path=path, format="plain", wrapper=wrapper, compression=None, archive_version=None,
+        pg_dump_version=header.get("Dumped by pg_dump version"),
+        server_version=header.get("Dumped from database version"),
+        dbname=None, toc_entries=None,
+        counts={name: counts[name] for name in _COUNTED.values()},
+        owners=tuple(sorted(owners)), readers=tuple(readers), has_create=has_create,
+    )
+
+
+def _knows_restrict(tool: Tool) -> bool:
+    major, minor = (*tool.version, 0)[:2]
+    return major >= 18 or minor >= RESTRICT_SINCE.get(major, 10_000)

@@ -1,0 +1,275 @@
+"""`restore-tool restore DUMP`: preflight, load, post-restore hooks, repair sequences,
+analyze and verify, then (with --replace) the swap; a failure at any step drops the scratch
+database and leaves the target as it was. `inspect(path)` is `restore-tool inspect`."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from . import archive, db, load, pgtools, sequences
+from .archive import Dump
+from .config import Settings, mask, password_of
+from .errors import BadInput
+from .load import Progress
+from .pgtools import Tool
+from .pipeline import (
+    CHECK_SEQUENCES,
+    REPAIR_SEQUENCES,
+    Outcome,
+    Report,
+    Status,
+    Step,
+    StepResult,
+    check_outcome,
+    default_jobs,
+    repair_outcome,
+    run_steps,
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    replace: bool = False  # restore next to the target and swap it in when all passed
+    drop_old: bool = False  # drop the replaced database instead of keeping it renamed
+    jobs: int | None = None  # pg_restore -j, vacuumdb -j, sequence connections
+    no_owner: bool = False
+    migrate: str | None = None  # e.g. "alembic upgrade head", with DATABASE_URL set
+    post_sql: tuple[Path, ...] = ()
+    analyze: bool = True
+    pg_bin: tuple[Path, ...] = ()
+
+
+def inspect(path: Path, pg_bin: Sequence[Path] = ()) -> Dump:
+    """What a dump is and holds, and which client tool reads it."""
+    with tempfile.TemporaryDirectory(prefix="restore-tool-") as work, \
+            archive.opened(path, Path(work), pg_bin) as (dump, _):
+        return dump
+
+
+@dataclass
+class _Run:
+    """What the steps of one restore learn and share."""
+
+    settings: Settings
+    path: Path
+    options: Options
+    progress: Progress | None
+    work: Path
+    stack: ExitStack
+    info: str = ""  # the target's conninfo
+    target: str = ""  # its database name
+    target_existed: bool = False
+    server_major: int = 0
+    dump: Dump | None = None
+    readable: Path | None = None
+    into: str = ""  # the database being loaded: the target itself, or a scratch one
+    created: bool = False  # we created `into`: drop it if anything fails
+    old: str | None = None  # the target's new name after a swap
+    tools: dict[str, Tool] = field(default_factory=dict)
+    facts: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> int:
+        return self.options.jobs or default_jobs()
+
+    @property
+    def into_info(self) -> str:
+        return db.with_dbname(self.info, self.into)
+
+
+def run(settings: Settings, path: Path, options: Options = Options(),
+        progress: Progress | None = None) -> Report:
+    """Restore the dump at `path` into the target; the report of every step."""
+    with tempfile.TemporaryDirectory(prefix="restore-tool-") as work, ExitStack() as stack:
+        state = _Run(settings, path, options, progress, Path(work), stack)
+        state.info = db.conninfo(settings)
+        steps = [
+            Step("preflight", lambda: _preflight(state)),
+            Step("load", lambda: _load(state)),
+            Step("post-restore", lambda: _post_restore(state)),
+            Step(REPAIR_SEQUENCES, lambda: _repair(state)),
+            Step("analyze", lambda: _analyze(state)),
+            Step(CHECK_SEQUENCES, lambda: _verify(state)),
+        ]
+        if options.replace:
+            steps.append(Step("swap", lambda: _swap(state)))
+        results: tuple[StepResult, ...] = ()
+        try:
+            results = run_steps(steps, secret=password_of(state.info))
+        finally:
+            if not results or any(r.status is Status.FAILED for r in results):
+                _discard(state)
+    failed = [r for r in results if r.status is Status.FAILED]
+    return Report("restore", mask(state.info), settings.origin, results,
+                  facts=tuple(state.facts),
+                  next_steps=_next_steps(state, failed[0].name) if failed else ())
+
+
+@contextmanager
+def _maintenance(state: _Run) -> Iterator[db.Connection]:
+    with closing(db.connect(db.maintenance(state.info))) as conn:
+        yield conn
+
+
+def _preflight(state: _Run) -> Outcome:
+    """Everything that can be known before writing: the dump and who reads it, the target,
+    the roles the dump needs, the hook files. Nothing is written here."""
+    options = state.options
+    for script in options.post_sql:
+        if not script.is_file():
+            raise BadInput(f"--post-sql {script} does not exist.")
+    dump, readable = state.stack.enter_context(
+        archive.opened(state.path, state.work, options.pg_bin))
+    state.dump, state.readable = dump, readable
+    if dump.has_create:
+        raise BadInput(f"{state.path} was dumped with --create: it would restore into its own "
+                       "database, not the target.", "Dump it again without --create.")
+    state.target = db.dbname(state.info)
+    with _maintenance(state) as conn:
+        state.server_major = conn.info.server_version // 10000
+        state.target_existed = db.database_exists(conn, state.target)
+        roles = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles")}
+    if state.target_existed and not options.replace and db.has_data(state.info):
+        raise BadInput(f'Database "{state.target}" already has data; restore-tool will not '
+                       "restore over it.", "Use --replace to restore next to it and swap it "
+                       "in when everything passed (the old one is kept under a dated name).")
+    missing = sorted(set(dump.owners) - roles)
+    if missing and not options.no_owner:
+        raise BadInput(f"The dump's objects belong to roles this server does not have: "
+                       f"{', '.join(missing)}.", "Create them, or use --no-owner to make the "
+                       "restoring role own everything.")
+    state.tools = {"loader": dump.reader}
+    state.tools["psql"] = pgtools.find("psql", options.pg_bin)
+    if options.analyze:
+        state.tools["vacuumdb"] = pgtools.find("vacuumdb", options.pg_bin)
+    state.facts = [
+        ("Dump", f"{state.path} ({dump.describe()})"),
+        ("Tools", _tools_fact(state.tools.values())),
+    ]
+    summary = (f"{dump.format} dump, {dump.counts.get('tables', 0)} tables; "
+               f"{dump.reader.name} {'.'.join(map(str, dump.reader.version))} into "
+               f"PostgreSQL {state.server_major}")
+    return Outcome(Status.PASSED, summary)
+
+
+def _tools_fact(tools: Iterable[Tool]) -> str:
+    """`pg_restore 18.6, psql 18.6 (from /usr/lib/postgresql/18/bin)`, a folder named once."""
+    by_dir: dict[Path, list[str]] = {}
+    for tool in dict.fromkeys(tools):
+        by_dir.setdefault(tool.path.parent, []).append(
+            f"{tool.name} {'.'.join(map(str, tool.version))}")
+    return "; ".join(f"{', '.join(names)} (from {folder})" for folder, names in by_dir.items())
+
+
+def _load(state: _Run) -> Outcome:
+    assert state.dump is not None and state.readable is not None
+    dump, options = state.dump, state.options
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    if options.replace and state.target_existed:
+        state.into = f"{state.target[:40]}_restoring_{stamp}"
+        state.old = f"{state.target[:45]}_old_{stamp}"
+    else:
+        state.into = state.target
+    with _maintenance(state) as conn:
+        if state.into != state.target or not state.target_existed:
+            db.create_database(conn, state.into)
+            state.created = True
+        if dump.format != "plain":
+            settings = load.database_settings(dump.reader, state.readable,
+                                              state.work / "empty.list")
+            load.apply_database_settings(conn, state.into, settings)
+    errors = load.load(state.into_info, state.server_major, dump, state.readable,
+                       jobs=state.jobs, no_owner=options.no_owner, progress=state.progress)
+    real = [e for e in errors if not e.tolerated]
+    what = f"into {state.into}" + (f" (scratch for {state.target})"
+                                   if state.into != state.target else "")
+    if real:
+        first = real[0]
+        return Outcome(Status.FAILED, f"{len(real)} error(s) {what}; first: {first}",
+                       tuple(errors))
+    if errors:
+        return Outcome(Status.WARNING, f"loaded {what}; {len(errors)} tolerated error(s) of a "
+                       f"pg_dump {dump.pg_dump_version} dump on PostgreSQL "
+                       f"{state.server_major}: {errors[0].message}", tuple(errors))
+    return Outcome(Status.PASSED, f"loaded {what}" + (
+        f", {state.jobs} jobs" if dump.parallel and state.jobs > 1 else ""))
+
+
+def _post_restore(state: _Run) -> Outcome:
+    options = state.options
+    if not options.migrate and not options.post_sql:
+        return Outcome(Status.SKIPPED, "no --migrate or --post-sql")
+    done = []
+    if options.migrate:
+        load.migrate(options.migrate, db.url(state.into_info))
+        done.append(f"ran {options.migrate!r}")
+    for script in options.post_sql:
+        load.post_sql(state.tools["psql"], state.into_info, script)
+        done.append(f"ran {script}")
+    return Outcome(Status.PASSED, "; ".join(done))
+
+
+def _repair(state: _Run) -> Outcome:
+    with closing(db.connect(state.into_info)) as conn:
+        return repair_outcome(sequences.repair(
+            conn, jobs=state.jobs, connect=lambda: db.connect(state.into_info)))
+
+
+def _analyze(state: _Run) -> Outcome:
+    if not state.options.analyze:
+        return Outcome(Status.SKIPPED, "--no-analyze: the planner has no statistics yet")
+    load.analyze(state.tools["vacuumdb"], state.into_info, state.jobs)
+    return Outcome(Status.PASSED, f"planner statistics rebuilt ({state.jobs} jobs)")
+
+
+def _verify(state: _Run) -> Outcome:
+    with closing(db.connect(state.into_info, read_only=True)) as conn:
+        return check_outcome(sequences.survey(
+            conn, jobs=state.jobs, connect=lambda: db.connect(state.into_info,
+                                                              read_only=True)))
+
+
+def _swap(state: _Run) -> Outcome:
+    if state.old is None:
+        return Outcome(Status.SKIPPED, f"{state.target} did not exist: restored in place")
+    with _maintenance(state) as conn:
+        load.swap(conn, state.target, state.into, state.old, drop_old=state.options.drop_old)
+    state.created = False  # handed over: the target now
+    if state.options.drop_old:
+        return Outcome(Status.PASSED, f"{state.into} is now {state.target}; the old one "
+                       "was dropped")
+    return Outcome(Status.PASSED, f"{state.into} is now {state.target}; the old one is kept "
+                   f"as {state.old}")
+
+
+def _discard(state: _Run) -> None:
+    """After a failure, the database this run created is dropped: nothing half-done stays."""
+    if state.created and state.into:
+        with _maintenance(state) as conn:
+            db.drop_database(conn, state.into)
+        state.created = False
+
+
+def _next_steps(state: _Run, failed: str) -> tuple[str, ...]:
+    if not state.into or state.into != state.target or not state.target_existed:
+        kept = (f'Database "{state.target}" was not changed.' if state.target_existed
+                else f'Nothing was left behind: "{state.target}" does not exist.')
+    else:  # loaded straight into an existing empty database
+        kept = (f'Database "{state.target}" was empty and may now hold part of the dump: '
+                "run again with --replace, or drop and recreate it.")
+    hints = {
+        "preflight": "Fix what preflight names, then run the same command again.",
+        "load": "Read the errors above (TOC entry and message); --no-owner helps when roles "
+                "are missing.",
+        "post-restore": "Fix the migration or SQL hook, then run the restore again.",
+        REPAIR_SEQUENCES: "Run `restore-tool fix-sequences --dry-run` on a copy to see why.",
+        CHECK_SEQUENCES: "A sequence still lags after the repair: see the lines above.",
+        "swap": "Close the connections to the target (or stop the app) and run it again.",
+    }
+    return (kept, hints.get(failed, "See the failed step above."))
+
