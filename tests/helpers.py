@@ -9,6 +9,9 @@ import psycopg
 
 from restore_tool.config import Settings
 from restore_tool.sequence_plan import SequenceFix
+from tests.servers import sql_script
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def execute(conninfo: str, script: str) -> None:
@@ -35,3 +38,13 @@ def nextval(conninfo: str, sequence: str) -> int:
 
 def by_label(fixes: list[SequenceFix] | tuple[Any, ...]) -> dict[str, SequenceFix]:
     return {fix.label: fix for fix in fixes}
+
+
+def load_chinook(db: str) -> None:
+    """The serial-key schema filled with the explicit-id data, as an import would."""
+    schema = sql_script(SHARED / "datasets/chinook/Chinook_PostgreSql_SerialPKs.sql")
+    schema = schema.split("Populate Tables")[0].rsplit("/*", 1)[0]
+    data = sql_script(SHARED / "datasets/chinook/Chinook_PostgreSql.sql").split(
+        "Populate Tables")[1].split("*/", 1)[1]
+    execute(db, schema)
+    execute(db, data)

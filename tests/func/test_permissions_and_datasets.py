@@ -14,9 +14,8 @@ from psycopg.conninfo import make_conninfo
 from restore_tool import pipeline
 from restore_tool.pipeline import Status
 from restore_tool.sequence_plan import Action
-from tests.conftest import SHARED
-from tests.helpers import by_label, execute, nextval, scalar, settings
-from tests.servers import Server, sql_script
+from tests.helpers import SHARED, by_label, execute, load_chinook, nextval, scalar, settings
+from tests.servers import Server
 
 
 @pytest.fixture
@@ -90,18 +89,8 @@ def test_verify_is_read_only(db: str) -> None:
     assert scalar(db, "SELECT is_called FROM t_id_seq") is False
 
 
-def _load_chinook(db: str) -> None:
-    """The serial-key schema filled with the explicit-id data, as an import would."""
-    schema = sql_script(SHARED / "datasets/chinook/Chinook_PostgreSql_SerialPKs.sql")
-    schema = schema.split("Populate Tables")[0].rsplit("/*", 1)[0]
-    data = sql_script(SHARED / "datasets/chinook/Chinook_PostgreSql.sql").split(
-        "Populate Tables")[1].split("*/", 1)[1]
-    execute(db, schema)
-    execute(db, data)
-
-
 def test_chinook_imported_with_explicit_ids(db: str) -> None:
-    _load_chinook(db)
+    load_chinook(db)
     before = pipeline.verify(settings(db))
     assert before.exit_code == 1
     assert len(before.steps[0].details) == 10

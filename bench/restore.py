@@ -1,0 +1,116 @@
+"""Benchmark: `restore-tool restore` (the whole pipeline: inspect, load, repair sequences,
+analyze, verify) against the bare tools, `pg_restore -j N` then `vacuumdb --analyze-only -j N`,
+into the same throwaway embedded server, in the same run.
+
+    python bench/restore.py [--rows 4000000] [--repeat 2]
+
+Target: the pipeline within 15% of the bare tools."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from common import embedded_server  # noqa: E402
+
+TABLES = 4
+
+
+def build(admin: str, rows: int) -> str:
+    """TABLES tables of rows/TABLES rows each: serial key, a few columns, one more index."""
+    url = make_conninfo(admin, dbname="bench_restore_source")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS bench_restore_source")
+        conn.execute("CREATE DATABASE bench_restore_source")
+    with psycopg.connect(url, autocommit=True) as conn:
+        for i in range(TABLES):
+            table = sql.Identifier(f"orders_{i}")
+            conn.execute(sql.SQL(
+                "CREATE TABLE {} (id bigserial PRIMARY KEY, customer int NOT NULL, "
+                "amount numeric(10, 2) NOT NULL, note text, created timestamptz NOT NULL)"
+            ).format(table))
+            conn.execute(sql.SQL(
+                "INSERT INTO {} (id, customer, amount, note, created) "
+                "SELECT g, g %% 50000, (g %% 10000) / 100.0, 'order ' || g, "
+                "timestamptz '2024-01-01' + g * interval '1 second' "
+                "FROM generate_series(1, %s) g").format(table), (rows // TABLES,))
+            conn.execute(sql.SQL("CREATE INDEX ON {} (customer)").format(table))
+    return url
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
+    return time.perf_counter() - started
+
+
+def recreate(admin: str, name: str, create: bool) -> str:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+        if create:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(admin, dbname=name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=4_000_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    jobs = os.cpu_count() or 1
+    from restore_tool import embedded
+
+    bin_dir = embedded.bin_dir()
+    script = Path(sys.executable).with_name("restore-tool")
+    cli = [str(script)] if script.exists() else [sys.executable, "-m", "restore_tool"]
+
+    with embedded_server() as (admin, _), tempfile.TemporaryDirectory() as tmp:
+        print(f"building {args.rows:,} rows in {TABLES} tables ...", flush=True)
+        source = build(admin, args.rows)
+        dump = Path(tmp) / "bench.dump"
+        subprocess.run([str(bin_dir / "pg_dump"), "-Fc", "-f", str(dump), "-d", source],
+                       check=True)
+        bare, tool = [], []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            target = recreate(admin, "bench_restore_bare", create=True)
+            subprocess.run([str(bin_dir / "pg_restore"), "-j", str(jobs), "-d", target,
+                            str(dump)], check=True)
+            subprocess.run([str(bin_dir / "vacuumdb"), "--analyze-only", "--quiet", "-j",
+                            str(jobs), "-d", target], check=True)
+            bare.append(time.perf_counter() - started)
+
+            target = recreate(admin, "bench_restore_tool", create=False)
+            tool.append(timed([*cli, "restore", str(dump), "--json", "--jobs", str(jobs),
+                               "--database-url", target]))
+        best_bare, best_tool = min(bare), min(tool)
+        size = dump.stat().st_size
+
+    over = best_tool / best_bare - 1
+    print(f"rows:                       {args.rows:,} ({size / 1e6:.0f} MB "
+          f"custom dump), {jobs} jobs")
+    print(f"pg_restore -j + vacuumdb:   {best_bare:.2f} s  (runs: "
+          f"{', '.join(f'{t:.2f}' for t in bare)})")
+    print(f"restore-tool restore:       {best_tool:.2f} s  (runs: "
+          f"{', '.join(f'{t:.2f}' for t in tool)})")
+    print(f"overhead:                   {over:+.1%} (target: at most +15%)")
+    print("target met" if over <= 0.15 else "TARGET MISSED")
+    return 0 if over <= 0.15 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

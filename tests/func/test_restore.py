@@ -1,0 +1,277 @@
+"""`restore-tool restore` and `inspect` on real servers: every dump format restored and
+compared table by table with its source (Chinook, imported with explicit ids), a pg_dump 18
+dump into PostgreSQL 15, refusal, --replace, and failures that must leave nothing behind."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from restore_tool import archive, report, restore
+from restore_tool.errors import MissingBinary
+from restore_tool.pipeline import Status
+from restore_tool.sequence_plan import Action
+from tests.helpers import by_label, execute, load_chinook, scalar, settings
+from tests.servers import Server, embedded_bin_dir, scratch_database
+
+ROOT = Path(__file__).resolve().parents[2]
+FORMATS = ["custom", "directory", "tar", "plain", "plain.gz", "custom.gz", "custom.zst",
+           "plain.lz4"]
+
+
+def row_counts(conninfo: str) -> dict[str, int]:
+    with psycopg.connect(conninfo) as conn:
+        tables = [row[0] for row in conn.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
+            "'public'::regnamespace ORDER BY 1")]
+        return {t: int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(t))).fetchone()[0]) for t in tables}  # type: ignore[index]
+
+
+def databases(server: Server, like: str) -> list[str]:
+    with psycopg.connect(server.conninfo) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,))]
+
+
+def pg_dump(source: str, path: Path, fmt: str) -> Path:
+    """Dump `source` as `fmt` (custom, directory, tar, plain, optionally .gz/.zst/.lz4)."""
+    base, _, wrapper = fmt.partition(".")
+    plain = path / f"chinook.{base}"
+    subprocess.run([str(embedded_bin_dir() / "pg_dump"), f"--format={base}", "--file",
+                    str(plain), "--dbname", source], check=True)
+    if not wrapper:
+        return plain
+    if shutil.which({"gz": "gzip", "zst": "zstd", "lz4": "lz4"}[wrapper]) is None:
+        pytest.skip(f"{wrapper} is not installed")
+    wrapped = path / f"chinook.{fmt}"
+    if wrapper == "gz":
+        with plain.open("rb") as source_file, gzip.open(wrapped, "wb") as out:
+            shutil.copyfileobj(source_file, out)
+    else:
+        tool = {"zst": "zstd", "lz4": "lz4"}[wrapper]
+        output = ["-o", str(wrapped)] if tool == "zstd" else [str(wrapped)]
+        subprocess.run([tool, "-q", "-f", str(plain), *output], check=True)
+    return wrapped
+
+
+@pytest.fixture(scope="module")
+def chinook(main_server: Server, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[tuple[str, Path]]:
+    """A Chinook database loaded with explicit ids (its sequences lag) and a folder of dumps."""
+    with scratch_database(main_server, "rt_chinook") as source:
+        load_chinook(source)
+        dbname = psycopg.conninfo.conninfo_to_dict(source)["dbname"]
+        execute(source, f'ALTER DATABASE "{dbname}" SET work_mem = \'7MB\'')
+        yield source, tmp_path_factory.mktemp("dumps")
+
+
+def _dump(chinook: tuple[str, Path], fmt: str) -> Path:
+    source, folder = chinook
+    existing = folder / f"chinook.{fmt}"
+    return existing if existing.exists() else pg_dump(source, folder, fmt)
+
+
+def _new_target(server: Server, name: str) -> str:
+    """A database name that does not exist yet on `server` (dropped again by the test)."""
+    with psycopg.connect(server.conninfo, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+    return server.database(name)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_restores_the_same_rows_and_repairs_sequences(
+        main_server: Server, chinook: tuple[str, Path], fmt: str, tmp_path: Path) -> None:
+    target = _new_target(main_server, "rt_restored_" + fmt.replace(".", "_"))
+    result = restore.run(settings(target, tmp_path), _dump(chinook, fmt))
+    assert result.exit_code == 0, report.render(result)
+    assert row_counts(target) == row_counts(chinook[0])
+    fixes = by_label(next(s for s in result.steps if s.name == "repair sequences").details)
+    assert fixes["track.track_id"].action is Action.FIXED
+    assert fixes["track.track_id"].next_after == 1 + scalar(target, "SELECT max(track_id) "
+                                                                      "FROM track")
+    execute(target, "INSERT INTO artist (name) VALUES ('after the restore')")
+    if fmt.startswith(("custom", "directory", "tar")):  # database settings travel with them
+        assert scalar(target, "SHOW work_mem") == "7MB"
+    _new_target(main_server, "rt_restored_" + fmt.replace(".", "_"))
+
+
+def test_inspect_reads_format_versions_and_counts(chinook: tuple[str, Path]) -> None:
+    found = restore.inspect(_dump(chinook, "custom.gz"))
+    assert (found.format, found.wrapper, found.archive_version) == ("custom", "gzip", "1.16-0")
+    assert found.pg_dump_version and found.pg_dump_version.startswith("18.")
+    assert found.counts == {"tables": 11, "sequences": 10, "indexes": 11, "extensions": 0}
+    assert found.reader.version[0] == 18
+    shape = json.loads(report.dump_json(found))
+    assert shape["format"] == "custom" and shape["reader"].endswith("pg_restore")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01garbage" * 100, b"PGDMP\x01\x10\x00"])
+def test_what_is_no_dump_gets_one_sentence_and_exit_2(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.dump"
+    path.write_bytes(content)
+    done = _cli("inspect", str(path))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_missing_path_and_a_folder_without_toc(tmp_path: Path) -> None:
+    assert _cli("inspect", str(tmp_path / "nope.dump")).returncode == 2
+    done = _cli("inspect", str(tmp_path))
+    assert done.returncode == 2 and "no toc.dat" in done.stderr
+
+
+def test_pg18_dump_into_postgresql_15(server: Server, chinook: tuple[str, Path],
+                                      tmp_path: Path) -> None:
+    """What users hit every day: a pg_dump 18 dump restored into an older server. Only a
+    pg_restore 18 reads it; the settings PostgreSQL 15 does not know are tolerated."""
+    if server.version >= 18:
+        pytest.skip("needs a server older than the dump")
+    for fmt in ("custom", "plain"):
+        with scratch_database(server, "rt_old") as target:
+            result = restore.run(settings(target, tmp_path), _dump(chinook, fmt))
+            load_step = next(s for s in result.steps if s.name == "load")
+            assert result.exit_code == 0, report.render(result)
+            assert load_step.status is Status.WARNING
+            assert "transaction_timeout" in load_step.summary
+            assert row_counts(target) == row_counts(chinook[0])
+
+
+def test_a_database_with_data_is_refused_without_replace(main_db: str, tmp_path: Path) -> None:
+    execute(main_db, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
+    done = _cli("restore", str(ROOT / "backups/battery-hub.dump"), "--database-url", main_db,
+                cwd=tmp_path)
+    assert done.returncode == 2
+    assert "already has data" in done.stdout and "--replace" in done.stdout
+    assert row_counts(main_db) == {"precious": 1}
+
+
+def test_replace_swaps_in_and_keeps_the_old_database(main_server: Server, tmp_path: Path
+                                                     ) -> None:
+    target = _new_target(main_server, "rt_replaced")
+    execute(main_server.conninfo, "CREATE DATABASE rt_replaced")
+    execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
+    result = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                         restore.Options(replace=True))
+    assert result.exit_code == 0, report.render(result)
+    assert "precious" not in row_counts(target) and row_counts(target)["user"] == 16
+    old = databases(main_server, "rt_replaced_old_%")
+    assert len(old) == 1 and row_counts(main_server.database(old[0])) == {"precious": 1}
+    assert databases(main_server, "rt_replaced_restoring_%") == []
+
+    again = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                        restore.Options(replace=True, drop_old=True))
+    assert again.exit_code == 0
+    assert databases(main_server, "rt_replaced_old_%") == old  # the first one, kept
+    for name in [*old, "rt_replaced"]:
+        _new_target(main_server, name)
+
+
+def _failing_source(server: Server) -> Iterator[str]:
+    """A database whose dump fails on restore: a CHECK calls a function that reads another
+    table, unqualified (the restore runs with an empty search_path)."""
+    with scratch_database(server, "rt_failing") as source:
+        execute(source, """
+            CREATE TABLE parent (id int PRIMARY KEY); INSERT INTO parent VALUES (1);
+            CREATE FUNCTION has_parent(int) RETURNS boolean LANGUAGE sql
+                AS 'SELECT EXISTS (SELECT 1 FROM parent WHERE id = $1)';
+            CREATE TABLE child (id serial PRIMARY KEY, pid int CHECK (has_parent(pid)));
+            INSERT INTO child (pid) VALUES (1);
+        """)
+        yield source
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_a_failing_statement_leaves_the_old_database_and_no_scratch(
+        main_server: Server, tmp_path: Path, fmt: str) -> None:
+    for source in _failing_source(main_server):
+        dump = pg_dump(source, tmp_path, fmt)
+    target = _new_target(main_server, "rt_kept")
+    execute(main_server.conninfo, "CREATE DATABASE rt_kept")
+    execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
+    result = restore.run(settings(target, tmp_path), dump, restore.Options(replace=True))
+    load_step = next(s for s in result.steps if s.name == "load")
+    assert result.exit_code == 1 and load_step.status is Status.FAILED
+    assert "parent" in load_step.summary
+    assert row_counts(target) == {"precious": 1}
+    assert databases(main_server, "rt_kept_%") == []
+    assert 'Database "rt_kept" was not changed.' in report.render(result)
+    _new_target(main_server, "rt_kept")
+
+
+def test_plain_sql_with_an_error_loads_nothing(main_server: Server, tmp_path: Path) -> None:
+    """psql runs the script in one transaction: a new target is dropped again, an existing
+    empty one stays empty."""
+    script = tmp_path / "seed.sql"
+    script.write_text("CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n"
+                      "INSERT INTO missing_table VALUES (2);\nCREATE TABLE b (id int);\n")
+    target = _new_target(main_server, "rt_plain_error")
+    result = restore.run(settings(target, tmp_path), script)
+    assert result.exit_code == 1
+    assert 'relation "missing_table" does not exist' in result.steps[1].summary
+    assert databases(main_server, "rt_plain_error") == []
+    with scratch_database(main_server, "rt_plain_empty") as empty:
+        assert restore.run(settings(empty, tmp_path), script).exit_code == 1
+        assert row_counts(empty) == {}
+
+
+def test_hooks_run_on_the_restored_database_before_the_swap(main_server: Server,
+                                                           tmp_path: Path) -> None:
+    target = _new_target(main_server, "rt_hooks")
+    scrub = tmp_path / "scrub.sql"
+    scrub.write_text("UPDATE \"user\" SET email = 'user' || user_id || '@example.invalid';")
+    migrate = (f"{sys.executable} -c \"import os, psycopg; psycopg.connect(os.environ["
+               f"'DATABASE_URL'], autocommit=True).execute('CREATE TABLE migrated ()')\"")
+    result = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                         restore.Options(migrate=migrate, post_sql=(scrub,)))
+    assert result.exit_code == 0, report.render(result)
+    assert scalar(target, "SELECT count(*) FROM \"user\" WHERE email NOT LIKE "
+                          "'%@example.invalid'") == 0
+    assert scalar(target, "SELECT to_regclass('migrated') IS NOT NULL") is True
+    missing = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                          restore.Options(replace=True, post_sql=(tmp_path / "nope.sql",)))
+    assert missing.exit_code == 2 and "nope.sql does not exist" in missing.steps[0].summary
+    _new_target(main_server, "rt_hooks")
+
+
+def test_the_sample_dump_from_the_cli(main_server: Server, tmp_path: Path) -> None:
+    """What `make demo` runs, against a new database: JSON on stdout, progress on stderr,
+    the Markdown report, every step passed and the 22 lagging sequences fixed."""
+    target = _new_target(main_server, "rt_sample")
+    markdown = tmp_path / "report.md"
+    done = _cli("restore", str(ROOT / "backups/battery-hub.dump"), "--database-url", target,
+                "--json", "--report", str(markdown), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shape = json.loads(done.stdout)
+    assert set(shape) == {"ok", "command", "target", "target_source", "facts", "steps"}
+    assert [s["name"] for s in shape["steps"]] == [
+        "preflight", "load", "post-restore", "repair sequences", "analyze", "check sequences"]
+    assert shape["steps"][3]["summary"].startswith("fixed 22,")
+    assert "loading:" in done.stderr
+    assert markdown.read_text().startswith("# restore-tool restore: passed")
+    _new_target(main_server, "rt_sample")
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "restore_tool", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_a_dump_too_new_for_every_pg_restore_names_what_is_needed(tmp_path: Path) -> None:
+    path = tmp_path / "future.dump"
+    path.write_bytes(b"PGDMP\x01\x63\x00" + b"\x00" * 100)
+    assert archive.archive_version(path) == (1, 99, 0)
+    with pytest.raises(MissingBinary, match=r"archive of version 1\.99, which needs a newer "
+                                            r"pg_restore; the newest found here is 18\."):
+        restore.inspect(path)
