@@ -259,7 +259,8 @@ def _unreadable(path: Path, readable: Path, fmt: str, failure: str,
             f"{path} is a {fmt} archive of version {'.'.join(map(str, version[:2]))}, which "
             f"needs {wanted}; the newest found here is {newest}.",
             "Install a newer PostgreSQL client, or pass --pg-bin DIR.")
-    return BadInput(f"{path} is not a readable dump: {failure.removeprefix('pg_restore failed: ')}")
+    reason = failure.removeprefix("pg_restore failed: ").removeprefix("pg_restore: error: ")
+    return BadInput(f"{path} is not a readable dump: {reason}.")
 
 
 def archive_version(readable: Path) -> tuple[int, int, int] | None:

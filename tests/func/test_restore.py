@@ -210,6 +210,26 @@ def test_a_failing_statement_leaves_the_old_database_and_no_scratch(
     _new_target(main_server, "rt_kept")
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.95])
+def test_a_truncated_dump_leaves_the_old_database_and_no_scratch(
+        main_server: Server, chinook: tuple[str, Path], tmp_path: Path, keep: float) -> None:
+    """Cut short in its data (the TOC still reads) or near its end: the load fails, the
+    scratch database is dropped, the target keeps its data."""
+    whole = _dump(chinook, "custom").read_bytes()
+    dump = tmp_path / "truncated.dump"
+    dump.write_bytes(whole[:int(len(whole) * keep)])
+    target = _new_target(main_server, "rt_truncated")
+    execute(main_server.conninfo, "CREATE DATABASE rt_truncated")
+    execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
+    result = restore.run(settings(target, tmp_path), dump, restore.Options(replace=True))
+    assert result.exit_code != 0
+    failed = next(s for s in result.steps if s.status is Status.FAILED)
+    assert failed.name in ("preflight", "load")
+    assert row_counts(target) == {"precious": 1}
+    assert databases(main_server, "rt_truncated_%") == []
+    _new_target(main_server, "rt_truncated")
+
+
 def test_plain_sql_with_an_error_loads_nothing(main_server: Server, tmp_path: Path) -> None:
     """psql runs the script in one transaction: a new target is dropped again, an existing
     empty one stays empty."""
