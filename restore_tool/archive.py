@@ -21,7 +21,7 @@ WRAPPERS = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18
 ARCHIVE_MAGIC = b"PGDMP"
 HEAD = 64 * 1024
 
-# The newest archive version each pg_restore reads (src/bin/pg_dump/pg_backup_archiver.h).
+# The oldest pg_restore that reads each archive version (pg_backup_archiver.h).
 READER_FOR_ARCHIVE = {(1, 14): 12, (1, 15): 16, (1, 16): 17}
 
 # psql releases that know \restrict, which plain dumps carry since the CVE-2025-8714 fix.
@@ -41,7 +41,7 @@ _MULTIWORD = ("TABLE DATA", "TABLE ATTACH", "SEQUENCE SET", "SEQUENCE OWNED BY",
               "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "LARGE OBJECT", "BLOB METADATA",
               "EVENT TRIGGER", "FOREIGN TABLE", "FOREIGN DATA WRAPPER", "USER MAPPING",
               "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY", "OPERATOR CLASS",
-              "OPERATOR FAMILY", "SERVER", "ROW SECURITY", "POLICY", "PUBLICATION TABLE",
+              "OPERATOR FAMILY", "ROW SECURITY", "PUBLICATION TABLE",
               "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION TABLE")
 # `-- Name: actor; Type: TABLE; Schema: public; Owner: postgres` in a plain dump
 _PLAIN_ENTRY = re.compile(r"^-- (?:Data for )?Name: .*?; Type: ([A-Z ]+); Schema: .*?; "
@@ -78,9 +78,12 @@ class Dump:
         return max(self.readers)
 
     def describe(self) -> str:
-        """`custom (gzip), archive 1.16, pg_dump 18.6 from PostgreSQL 18.6, database "x"`."""
-        parts = [self.format + (f" in {self.wrapper}" if self.wrapper else "")
-                 + (f" ({self.compression})" if self.compression not in (None, "none") else "")]
+        """`custom with gzip data, in a zstd file, archive 1.16-0, pg_dump 18.6 from
+        PostgreSQL 18.6, database "x"`."""
+        parts = [self.format + (f" with {self.compression} data"
+                                if self.compression not in (None, "none") else "")]
+        if self.wrapper:
+            parts.append(f"in a {self.wrapper} file")
         if self.archive_version:
             parts.append(f"archive {self.archive_version}")
         if self.pg_dump_version:
@@ -104,31 +107,22 @@ class Dump:
         }
 
 
-def sniff(path: Path) -> tuple[str, str | None]:
-    """(format, wrapper) from the first bytes; one clear sentence when it is no dump. The
-    format of a zstd or lz4 file is known once unwrapped: "unknown" until then."""
+def wrapper_of(path: Path) -> str | None:
+    """The compression around a dump file (gzip, zstd, lz4), or None; one clear sentence when
+    the path is missing, empty, or a folder that is no directory-format dump. What is inside
+    is read once unwrapped (`inspect`)."""
     if not path.exists():
         raise BadInput(f"{path} does not exist.")
     if path.is_dir():
         if not (path / "toc.dat").is_file():
             raise BadInput(f"{path} is a directory but not a directory-format dump "
                            "(it has no toc.dat).")
-        return "directory", None
+        return None
     with path.open("rb") as handle:
-        head = handle.read(HEAD)
-    if not head:
+        magic = handle.read(4)
+    if not magic:
         raise BadInput(f"{path} is empty.")
-    wrapper = WRAPPERS.get(head[:2]) or WRAPPERS.get(head[:4])
-    if wrapper == "gzip":
-        try:
-            with gzip.open(path, "rb") as handle:
-                head = handle.read(HEAD)
-        except (OSError, EOFError) as error:
-            raise BadInput(f"{path} looks gzip-compressed but cannot be read: {error}.") \
-                from None
-    elif wrapper is not None:
-        return "unknown", wrapper
-    return _format_of(path, head), wrapper
+    return WRAPPERS.get(magic[:2]) or WRAPPERS.get(magic)
 
 
 def _format_of(path: Path, head: bytes) -> str:
@@ -160,7 +154,7 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
         tuple[Dump, Path]]:
     """The dump recognised and inspected, and the path to give pg_restore or psql: `path`
     itself, or its decompressed copy in `workdir` (pg_restore -j needs a seekable file)."""
-    _, wrapper = sniff(path)
+    wrapper = wrapper_of(path)
     if wrapper is None:
         yield inspect(path, path, None, extra_bins), path
         return
@@ -170,7 +164,8 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
             with gzip.open(path, "rb") as source, target.open("wb") as out:
                 shutil.copyfileobj(source, out, 1024 * 1024)
         except (OSError, EOFError) as error:
-            raise BadInput(f"{path} could not be decompressed: {error}.") from None
+            raise BadInput(f"{path} could not be decompressed: {str(error).rstrip('.')}.") \
+                from None
     else:
         tool = shutil.which(wrapper)
         if tool is None:

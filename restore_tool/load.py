@@ -36,6 +36,14 @@ _UNKNOWN_SETTING = re.compile(r'unrecognized configuration parameter "([^"]+)"')
 
 
 @dataclass(frozen=True)
+class Server:
+    """What the load needs to know of the target server."""
+
+    major: int
+    settings: frozenset[str]  # the names in its pg_settings
+
+
+@dataclass(frozen=True)
 class LoadError:
     """One error pg_restore or psql met: its TOC entry (or script line) and the message."""
 
@@ -90,14 +98,14 @@ class RestoreLog:
                 self.progress(self.done, self.total, match.group(1))
 
 
-def load(conninfo: str, server_major: int, dump: Dump, readable: Path, *, jobs: int,
+def load(conninfo: str, server: Server, dump: Dump, readable: Path, *, jobs: int,
          no_owner: bool, progress: Progress | None = None) -> list[LoadError]:
     """Load the dump; every error met, the ones an older server is expected to meet marked
     tolerated. Plain SQL runs in one transaction, so its first error leaves nothing behind."""
     conninfo, env = pgtools.child_env(conninfo)
-    newer_dump = server_major < _major(dump.pg_dump_version)
+    newer_dump = server.major < _major(dump.pg_dump_version)
     if dump.format == "plain":
-        return _load_plain(dump.reader, conninfo, env, readable, server_major, newer_dump,
+        return _load_plain(dump.reader, conninfo, env, readable, server if newer_dump else None,
                            progress)
     argv = restore_cmd(dump.reader, conninfo, dump, readable, jobs=jobs, no_owner=no_owner)
     log = RestoreLog(dump.toc_entries or 0, newer_dump, "--jobs" in argv, progress)
@@ -108,8 +116,9 @@ def load(conninfo: str, server_major: int, dump: Dump, readable: Path, *, jobs: 
 
 
 def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
-                server_major: int, newer_dump: bool,
-                progress: Progress | None) -> list[LoadError]:
+                older: Server | None, progress: Progress | None) -> list[LoadError]:
+    """psql in one transaction; for a server `older` than the pg_dump that wrote the script,
+    the SET lines of settings it does not know are left out (and reported as tolerated)."""
     total = readable.stat().st_size
     errors: list[LoadError] = []
 
@@ -118,11 +127,10 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
         with readable.open("rb") as handle:
             for line in handle:
                 done += len(line)
-                # SET lines for settings this server does not know, from a newer pg_dump
-                if newer_dump and line.startswith(b"SET ") and _unknown_setting(
-                        line, server_major):
+                if older is not None and line.startswith(b"SET ") and not _known(
+                        _setting_of(line), older):
                     errors.append(LoadError(None, f"skipped {line.decode().strip()} "
-                                            f"(unknown to PostgreSQL {server_major})", True))
+                                            f"(unknown to PostgreSQL {older.major})", True))
                     continue
                 if progress is not None and done % (1 << 20) < len(line):
                     progress(done, total, "SQL script")
@@ -141,14 +149,14 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
     return errors
 
 
-# Settings added after each release: a SET of one of these fails on older servers.
-_SETTINGS_SINCE = {"transaction_timeout": 17, "default_table_access_method": 12,
-                   "idle_session_timeout": 14}
+def _known(setting: str, server: Server) -> bool:
+    """Whether `server` accepts a SET of `setting`: one of its own, or a custom `a.b` one."""
+    return setting in server.settings or "." in setting
 
 
-def _unknown_setting(line: bytes, server_major: int) -> bool:
-    name = line[4:].split(b" ", 1)[0].decode(errors="replace")
-    return _SETTINGS_SINCE.get(name, 0) > server_major
+def _setting_of(line: bytes) -> str:
+    """`transaction_timeout` from `SET transaction_timeout = 0;`."""
+    return line[4:].split(b" ", 1)[0].decode(errors="replace").lower()
 
 
 def _major(version: str | None) -> int:

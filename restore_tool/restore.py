@@ -64,7 +64,7 @@ class _Run:
     info: str = ""  # the target's conninfo
     target: str = ""  # its database name
     target_existed: bool = False
-    server_major: int = 0
+    server: load.Server = field(default_factory=lambda: load.Server(0, frozenset()))
     dump: Dump | None = None
     readable: Path | None = None
     into: str = ""  # the database being loaded: the target itself, or a scratch one
@@ -131,7 +131,9 @@ def _preflight(state: _Run) -> Outcome:
                        "database, not the target.", "Dump it again without --create.")
     state.target = db.dbname(state.info)
     with _maintenance(state) as conn:
-        state.server_major = conn.info.server_version // 10000
+        state.server = load.Server(
+            conn.info.server_version // 10000,
+            frozenset(row[0] for row in conn.execute("SELECT name FROM pg_settings")))
         state.target_existed = db.database_exists(conn, state.target)
         roles = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles")}
     if state.target_existed and not options.replace and db.has_data(state.info):
@@ -153,7 +155,7 @@ def _preflight(state: _Run) -> Outcome:
     ]
     summary = (f"{dump.format} dump, {dump.counts.get('tables', 0)} tables; "
                f"{dump.reader.name} {'.'.join(map(str, dump.reader.version))} into "
-               f"PostgreSQL {state.server_major}")
+               f"PostgreSQL {state.server.major}")
     return Outcome(Status.PASSED, summary)
 
 
@@ -183,7 +185,7 @@ def _load(state: _Run) -> Outcome:
             settings = load.database_settings(dump.reader, state.readable,
                                               state.work / "empty.list")
             load.apply_database_settings(conn, state.into, settings)
-    errors = load.load(state.into_info, state.server_major, dump, state.readable,
+    errors = load.load(state.into_info, state.server, dump, state.readable,
                        jobs=state.jobs, no_owner=options.no_owner, progress=state.progress)
     real = [e for e in errors if not e.tolerated]
     what = f"into {state.into}" + (f" (scratch for {state.target})"
@@ -195,7 +197,7 @@ def _load(state: _Run) -> Outcome:
     if errors:
         return Outcome(Status.WARNING, f"loaded {what}; {len(errors)} tolerated error(s) of a "
                        f"pg_dump {dump.pg_dump_version} dump on PostgreSQL "
-                       f"{state.server_major}: {errors[0].message}", tuple(errors))
+                       f"{state.server.major}: {errors[0].message}", tuple(errors))
     return Outcome(Status.PASSED, f"loaded {what}" + (
         f", {state.jobs} jobs" if dump.parallel and state.jobs > 1 else ""))
 

@@ -295,3 +295,50 @@ def test_a_dump_too_new_for_every_pg_restore_names_what_is_needed(tmp_path: Path
     with pytest.raises(MissingBinary, match=r"archive of version 1\.99, which needs a newer "
                                             r"pg_restore; the newest found here is 18\."):
         restore.inspect(path)
+
+
+def test_a_plain_dump_made_with_create_is_refused(main_server: Server, chinook: tuple[str, Path],
+                                                 tmp_path: Path) -> None:
+    script = tmp_path / "created.sql"
+    subprocess.run([str(embedded_bin_dir() / "pg_dump"), "--create", "--file", str(script),
+                    "--dbname", chinook[0]], check=True)
+    target = _new_target(main_server, "rt_created")
+    result = restore.run(settings(target, tmp_path), script)
+    assert result.exit_code == 2
+    assert "was dumped with --create" in result.steps[0].summary
+    assert databases(main_server, "rt_created") == []
+
+
+def test_roles_missing_on_the_target_are_named_before_anything_is_written(
+        main_server: Server, tmp_path: Path) -> None:
+    role = "rt_ghost_owner"
+    execute(main_server.conninfo, f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role}")
+    with scratch_database(main_server, "rt_owned") as source:
+        execute(source, f"CREATE TABLE owned (id serial PRIMARY KEY); "
+                        f"INSERT INTO owned VALUES (5); ALTER TABLE owned OWNER TO {role}")
+        dump = pg_dump(source, tmp_path, "custom")
+    execute(main_server.conninfo, f"DROP ROLE {role}")
+    target = _new_target(main_server, "rt_owned_copy")
+    refused = restore.run(settings(target, tmp_path), dump)
+    assert refused.exit_code == 2
+    assert f"roles this server does not have: {role}." in refused.steps[0].summary
+    assert "--no-owner" in refused.steps[0].summary
+    assert databases(main_server, "rt_owned_copy") == []
+    done = restore.run(settings(target, tmp_path), dump, restore.Options(no_owner=True))
+    assert done.exit_code == 0, report.render(done)
+    assert row_counts(target) == {"owned": 1}
+    _new_target(main_server, "rt_owned_copy")
+
+
+def test_a_damaged_gzip_file_and_drop_old_without_replace(main_db: str, tmp_path: Path,
+                                                          chinook: tuple[str, Path]) -> None:
+    whole = _dump(chinook, "plain.gz").read_bytes()
+    damaged = tmp_path / "damaged.sql.gz"
+    damaged.write_bytes(whole[:len(whole) // 2])
+    done = _cli("inspect", str(damaged))
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: {damaged} could not be decompressed: ")
+    flags = _cli("restore", str(ROOT / "backups/battery-hub.dump"), "--drop-old",
+                 "--database-url", main_db, cwd=tmp_path)
+    assert flags.returncode == 2
+    assert flags.stderr == "error: --drop-old only makes sense with --replace.\n"

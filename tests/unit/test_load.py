@@ -54,3 +54,12 @@ def test_parallel_progress_counts_items_once() -> None:
     for line in PARALLEL.splitlines():
         log.feed(line)
     assert seen == [(1, 2, "ENCODING"), (2, 2, "payment")]
+
+
+def test_plain_set_lines_an_older_server_does_not_know() -> None:
+    from restore_tool.load import Server, _known, _setting_of
+
+    pg15 = Server(15, frozenset({"statement_timeout", "lock_timeout"}))
+    assert not _known(_setting_of(b"SET transaction_timeout = 0;\n"), pg15)
+    assert _known(_setting_of(b"SET Lock_Timeout = 0;\n"), pg15)
+    assert _known(_setting_of(b"SET myapp.tenant = 'acme';\n"), pg15)  # custom: any server
