@@ -15,9 +15,11 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 # Restores the battery-hub sample dump (explicit ids, lagging sequences) into the embedded
-# server: load, repair sequences, analyze, verify, checklist. Re-runnable (--replace).
+# server: load, repair sequences, analyze, smoke test (with the example's configured rows),
+# verify, checklist. Re-runnable (--replace).
 demo: setup
-	$(CLI) restore backups/battery-hub.dump --embedded --replace --drop-old
+	$(CLI) restore backups/battery-hub.dump --embedded --replace --drop-old \
+		--config restore-tool.example.toml
 
 # make restore DUMP=backups/x.dump [ARGS="--replace"]: into the configured target
 restore: setup
@@ -40,6 +42,7 @@ verify: setup
 bench: setup
 	$(BIN)/python bench/sequences.py
 	$(BIN)/python bench/restore.py
+	$(BIN)/python bench/smoke.py
 
 # Rebuilds backups/battery-hub.dump from backups/battery-hub.sql
 sample-dump: setup

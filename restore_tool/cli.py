@@ -9,7 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from . import config, db, embedded, pgtools, pipeline, progress, report, restore
+from . import config, db, embedded, pgtools, pipeline, progress, report, restore, smoke
 from .errors import ConfigError, ExitCode, RestoreToolError
 
 app = typer.Typer(
@@ -37,6 +37,28 @@ Schemas = Annotated[list[str] | None, typer.Option(
 Jobs = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, max=64, show_default="the CPU count, at most 8",
     help="Connections to spread the per-table work over.")]
+
+
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="Read [[smoke]] rows and settings from this file instead of "
+    "./restore-tool.toml.", show_default=False)]
+NoSmoke = Annotated[bool, typer.Option(
+    "--no-smoke", help="Skip the smoke test (the rolled-back inserts).")]
+NoAutoSmoke = Annotated[bool, typer.Option(
+    "--no-auto-smoke", help="Smoke-test only the [[smoke]] rows of the config file, no "
+    "automatic row per table.")]
+
+
+def _smoke_plan(config_file: Path | None, no_smoke: bool, no_auto_smoke: bool
+                ) -> tuple[smoke.Plan | None, list[tuple[str, str]]]:
+    """The smoke plan from restore-tool.toml and the flags; the config file as a fact."""
+    project = config.load_project(config_file)
+    facts = [("Config", str(project.path))] if project.path else []
+    if no_smoke:
+        return None, facts
+    return smoke.Plan(rows=project.smoke_rows,
+                      automatic=project.automatic_smoke and not no_auto_smoke,
+                      timeout=project.smoke_timeout), facts
 
 
 def _settings(database_url: str | None, env_file: Path | None, use_embedded: bool
@@ -96,17 +118,23 @@ def fix_sequences(
 def verify(
     schema: Schemas = None,
     jobs: Jobs = None,
+    config_file: ConfigFile = None,
+    no_smoke: NoSmoke = False,
+    no_auto_smoke: NoAutoSmoke = False,
     database_url: DatabaseUrl = None,
     env_file: EnvFile = None,
     use_embedded: Embedded = False,
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Read-only health check: exit 0 when no sequence lags its data, 1 when one does."""
+    """Health check for deploys: exit 0 when no sequence lags its data and a rolled-back
+    insert into every table works, 1 when not. Changes no data."""
 
     def body() -> int:
         settings = _settings(database_url, env_file, use_embedded)
-        return _emit(pipeline.verify(settings, schemas=schema or (), jobs=jobs), as_json)
+        plan, facts = _smoke_plan(config_file, no_smoke, no_auto_smoke)
+        return _emit(pipeline.verify(settings, schemas=schema or (), jobs=jobs,
+                                     smoke_plan=plan, facts=facts), as_json)
 
     _guarded(debug, body)
 
@@ -153,6 +181,9 @@ def restore_dump(
         "transaction each); repeatable.", show_default=False)] = None,
     no_analyze: Annotated[bool, typer.Option(
         "--no-analyze", help="Skip the ANALYZE pass.")] = False,
+    config_file: ConfigFile = None,
+    no_smoke: NoSmoke = False,
+    no_auto_smoke: NoAutoSmoke = False,
     report_file: Annotated[Path | None, typer.Option(
         "--report", help="Also write the checklist as Markdown to this file.",
         show_default=False)] = None,
@@ -163,15 +194,18 @@ def restore_dump(
     as_json: Json = False,
     debug: Debug = False,
 ) -> None:
-    """Restore a dump: load, repair sequences, analyze, verify, and print the checklist."""
+    """Restore a dump: load, repair sequences, analyze, smoke-test, verify, and print the
+    checklist."""
 
     def body() -> int:
         settings = _settings(database_url, env_file, use_embedded)
         if drop_old and not replace:
             raise ConfigError("--drop-old only makes sense with --replace.")
+        plan, facts = _smoke_plan(config_file, no_smoke, no_auto_smoke)
         options = restore.Options(
             replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner, migrate=migrate,
-            post_sql=tuple(post_sql or ()), analyze=not no_analyze, pg_bin=tuple(pg_bin or ()))
+            post_sql=tuple(post_sql or ()), analyze=not no_analyze, smoke=plan,
+            pg_bin=tuple(pg_bin or ()), facts=tuple(facts))
         with progress.reporter() as show:
             result = restore.run(settings, dump, options, show)
         if report_file is not None:

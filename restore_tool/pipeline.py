@@ -8,12 +8,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import psycopg
 
-from . import db, sequences
+from . import db, sequences, smoke
 from .config import Settings, mask, password_of, scrub
 from .db import Connection
 from .errors import ExitCode, RestoreToolError
@@ -21,6 +21,7 @@ from .sequence_plan import Action, SequenceFix
 
 REPAIR_SEQUENCES = "repair sequences"
 CHECK_SEQUENCES = "check sequences"
+SMOKE_TEST = "smoke test"
 
 
 class Status(enum.StrEnum):
@@ -121,12 +122,13 @@ class Target:
 
 
 def _run(command: str, settings: Settings, read_only: bool,
-         build: Callable[[Target], list[Step]]) -> Report:
+         build: Callable[[Target], list[Step]],
+         facts: Sequence[tuple[str, str]] = ()) -> Report:
     info = db.conninfo(settings)
     with closing(db.connect(info, read_only=read_only)) as conn:
         target = Target(conn, lambda: db.connect(info, read_only=read_only))
         results = run_steps(build(target), secret=password_of(info))
-    return Report(command, mask(info), settings.origin, results)
+    return Report(command, mask(info), settings.origin, results, facts=tuple(facts))
 
 
 def default_jobs() -> int:
@@ -158,16 +160,63 @@ def fix_sequences(
 
 
 def verify(
-    settings: Settings, *, schemas: Sequence[str] = (), jobs: int | None = None
+    settings: Settings,
+    *,
+    schemas: Sequence[str] = (),
+    jobs: int | None = None,
+    smoke_plan: smoke.Plan | None = smoke.AUTOMATIC,
+    facts: Sequence[tuple[str, str]] = (),
 ) -> Report:
-    """Read-only health check: no sequence lags its data. `restore-tool verify`."""
+    """Health check: no sequence lags its data, and an insert into every table works (rolled
+    back; `smoke_plan=None` skips that). `restore-tool verify`."""
 
     def check_step(target: Target) -> Outcome:
         return check_outcome(sequences.survey(target.conn, schemas, jobs=jobs or default_jobs(),
                                               connect=target.connect))
 
-    return _run("verify", settings, True,
-                lambda target: [Step(CHECK_SEQUENCES, lambda: check_step(target))])
+    def smoke_step(target: Target) -> Outcome:
+        if smoke_plan is None:
+            return Outcome(Status.SKIPPED, "--no-smoke")
+        plan = smoke_plan if smoke_plan.schemas or not schemas else replace(
+            smoke_plan, schemas=tuple(schemas))
+        return smoke_test(target.conn, target.connect, plan, jobs or default_jobs())
+
+    return _run("verify", settings, True, lambda target: [
+        Step(CHECK_SEQUENCES, lambda: check_step(target)),
+        Step(SMOKE_TEST, lambda: smoke_step(target)),
+    ], facts)
+
+
+def smoke_test(conn: Connection, connect: Callable[[], Connection], plan: smoke.Plan,
+               jobs: int) -> Outcome:
+    """The smoke step: every insert is rolled back (in transactions that may write, even on
+    verify's read-only connections)."""
+    if smoke.standby(conn):
+        return Outcome(Status.SKIPPED, "the server is a read-only standby")
+    return smoke_outcome(smoke.run(conn, plan, jobs=jobs, connect=connect))
+
+
+def smoke_outcome(results: Sequence[smoke.SmokeResult]) -> Outcome:
+    """Failed if any insert failed on a value the database made (or a configured row failed);
+    a warning when tables were skipped; the first reasons in the summary."""
+    by = {verdict: [r for r in results if r.verdict is verdict] for verdict in smoke.Verdict}
+    failed, skipped = by[smoke.Verdict.FAILED], by[smoke.Verdict.SKIPPED]
+    if not results:
+        return Outcome(Status.SKIPPED, "no table to insert into")
+    parts = [f"{len(by[smoke.Verdict.PASSED])} passed"]
+    if failed:
+        parts.insert(0, f"{len(failed)} failed{_first(failed)}")
+    if skipped:
+        parts.append(f"{len(skipped)} skipped{_first(skipped)}")
+    status = Status.FAILED if failed else Status.WARNING if skipped else Status.PASSED
+    return Outcome(status, ", ".join(parts), tuple(results))
+
+
+def _first(results: Sequence[smoke.SmokeResult], shown: int = 2) -> str:
+    """` (payment: new row ... ; film: ...; and 3 more)`."""
+    listed = "; ".join(f"{r.table}: {r.reason}" for r in results[:shown])
+    more = f"; and {len(results) - shown} more" if len(results) > shown else ""
+    return f" ({listed}{more})"
 
 
 def repair_outcome(fixes: Sequence[SequenceFix], *, dry_run: bool = False) -> Outcome:

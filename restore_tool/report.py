@@ -7,8 +7,17 @@ import json
 
 from .archive import Dump
 from .load import LoadError
-from .pipeline import CHECK_SEQUENCES, REPAIR_SEQUENCES, Report, Status, StepResult, count
+from .pipeline import (
+    CHECK_SEQUENCES,
+    REPAIR_SEQUENCES,
+    SMOKE_TEST,
+    Report,
+    Status,
+    StepResult,
+    count,
+)
 from .sequence_plan import Action, SequenceFix
+from .smoke import SmokeResult, Verdict
 
 ICONS = {Status.PASSED: "✅", Status.FAILED: "❌", Status.WARNING: "⚠️ ", Status.SKIPPED: "⏭️ "}
 
@@ -185,6 +194,23 @@ def _load_body(step: StepResult) -> list[str]:
     return [f"{'⚠️ ' if error.tolerated else '❌'} {error}" for error in errors]
 
 
+def _smoke_body(step: StepResult) -> list[str]:
+    """Failed and skipped inserts by name, passed ones counted (JSON lists every table)."""
+    results = [d for d in step.details if isinstance(d, SmokeResult)]
+    lines = ["🧪 Smoke test: one insert per table, each rolled back...", ""]
+    for result in results:
+        what = f"{result.table} (configured row)" if result.configured else result.table
+        if result.verdict is Verdict.FAILED:
+            lines.append(f"❌ {what}: {result.reason}")
+        elif result.verdict is Verdict.SKIPPED:
+            lines.append(f"⚠️  {what}: skipped, {result.reason}")
+    passed = [r for r in results if r.verdict is Verdict.PASSED]
+    configured = sum(r.configured for r in passed)
+    lines.append(f"✅ {len(passed)} table(s) took a rolled-back insert"
+                 + (f" ({configured} configured row(s))" if configured else "") + ".")
+    return lines
+
+
 _STEP_BODIES = {REPAIR_SEQUENCES: _repair_body, CHECK_SEQUENCES: _check_body,
-                "load": _load_body}
+                SMOKE_TEST: _smoke_body, "load": _load_body}
 

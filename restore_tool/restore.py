@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from . import archive, db, load, pgtools, sequences
+from . import archive, db, load, pgtools, sequences, smoke
 from .archive import Dump
 from .config import Settings, mask, password_of
 from .errors import BadInput
@@ -20,6 +20,7 @@ from .pgtools import Tool
 from .pipeline import (
     CHECK_SEQUENCES,
     REPAIR_SEQUENCES,
+    SMOKE_TEST,
     Outcome,
     Report,
     Status,
@@ -29,6 +30,7 @@ from .pipeline import (
     default_jobs,
     repair_outcome,
     run_steps,
+    smoke_test,
 )
 
 
@@ -41,7 +43,9 @@ class Options:
     migrate: str | None = None  # e.g. "alembic upgrade head", with DATABASE_URL set
     post_sql: tuple[Path, ...] = ()
     analyze: bool = True
+    smoke: smoke.Plan | None = smoke.AUTOMATIC  # None: --no-smoke
     pg_bin: tuple[Path, ...] = ()
+    facts: tuple[tuple[str, str], ...] = ()  # e.g. ("Config", "restore-tool.toml")
 
 
 def inspect(path: Path, pg_bin: Sequence[Path] = ()) -> Dump:
@@ -94,6 +98,7 @@ def run(settings: Settings, path: Path, options: Options = Options(),
             Step("post-restore", lambda: _post_restore(state)),
             Step(REPAIR_SEQUENCES, lambda: _repair(state)),
             Step("analyze", lambda: _analyze(state)),
+            Step(SMOKE_TEST, lambda: _smoke(state)),
             Step(CHECK_SEQUENCES, lambda: _verify(state)),
         ]
         if options.replace:
@@ -152,6 +157,7 @@ def _preflight(state: _Run) -> Outcome:
     state.facts = [
         ("Dump", f"{state.path} ({dump.describe()})"),
         ("Tools", _tools_fact(state.tools.values())),
+        *options.facts,
     ]
     summary = (f"{dump.format} dump, {dump.counts.get('tables', 0)} tables; "
                f"{dump.reader.name} {'.'.join(map(str, dump.reader.version))} into "
@@ -229,6 +235,14 @@ def _analyze(state: _Run) -> Outcome:
     return Outcome(Status.PASSED, f"planner statistics rebuilt ({state.jobs} jobs)")
 
 
+def _smoke(state: _Run) -> Outcome:
+    if state.options.smoke is None:
+        return Outcome(Status.SKIPPED, "--no-smoke")
+    with closing(db.connect(state.into_info)) as conn:
+        return smoke_test(conn, lambda: db.connect(state.into_info), state.options.smoke,
+                          state.jobs)
+
+
 def _verify(state: _Run) -> Outcome:
     with closing(db.connect(state.into_info, read_only=True)) as conn:
         return check_outcome(sequences.survey(
@@ -270,6 +284,10 @@ def _next_steps(state: _Run, failed: str) -> tuple[str, ...]:
                 "are missing.",
         "post-restore": "Fix the migration or SQL hook, then run the restore again.",
         REPAIR_SEQUENCES: "Run `restore-tool fix-sequences --dry-run` on a copy to see why.",
+        SMOKE_TEST: "An insert failed: a duplicate key on a value the database made means a "
+                    "sequence restore-tool cannot tie to a column (one a trigger or the "
+                    "application calls) lags; move it with setval in a --post-sql file. A "
+                    "configured row that fails needs fixing in restore-tool.toml.",
         CHECK_SEQUENCES: "A sequence still lags after the repair: see the lines above.",
         "swap": "Close the connections to the target (or stop the app) and run it again.",
     }

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg import sql
 
 from restore_tool.config import Settings
 from restore_tool.sequence_plan import SequenceFix
-from tests.servers import sql_script
+from tests.servers import embedded_bin_dir, sql_script
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -48,3 +53,33 @@ def load_chinook(db: str) -> None:
         "Populate Tables")[1].split("*/", 1)[1]
     execute(db, schema)
     execute(db, data)
+
+
+def row_counts(conninfo: str) -> dict[str, int]:
+    with psycopg.connect(conninfo) as conn:
+        tables = [row[0] for row in conn.execute(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
+            "'public'::regnamespace ORDER BY 1")]
+        return {t: int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            sql.Identifier(t))).fetchone()[0]) for t in tables}  # type: ignore[index]
+
+
+def pg_dump(source: str, path: Path, fmt: str) -> Path:
+    """Dump `source` as `fmt` (custom, directory, tar, plain, optionally .gz/.zst/.lz4)."""
+    base, _, wrapper = fmt.partition(".")
+    plain = path / f"chinook.{base}"
+    subprocess.run([str(embedded_bin_dir() / "pg_dump"), f"--format={base}", "--file",
+                    str(plain), "--dbname", source], check=True)
+    if not wrapper:
+        return plain
+    if shutil.which({"gz": "gzip", "zst": "zstd", "lz4": "lz4"}[wrapper]) is None:
+        pytest.skip(f"{wrapper} is not installed")
+    wrapped = path / f"chinook.{fmt}"
+    if wrapper == "gz":
+        with plain.open("rb") as source_file, gzip.open(wrapped, "wb") as out:
+            shutil.copyfileobj(source_file, out)
+    else:
+        tool = {"zst": "zstd", "lz4": "lz4"}[wrapper]
+        output = ["-o", str(wrapped)] if tool == "zstd" else [str(wrapped)]
+        subprocess.run([tool, "-q", "-f", str(plain), *output], check=True)
+    return wrapped

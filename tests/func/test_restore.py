@@ -4,9 +4,7 @@ dump into PostgreSQL 15, refusal, --replace, and failures that must leave nothin
 
 from __future__ import annotations
 
-import gzip
 import json
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ from restore_tool import archive, report, restore
 from restore_tool.errors import MissingBinary
 from restore_tool.pipeline import Status
 from restore_tool.sequence_plan import Action
-from tests.helpers import by_label, execute, load_chinook, scalar, settings
+from tests.helpers import by_label, execute, load_chinook, pg_dump, row_counts, scalar, settings
 from tests.servers import Server, embedded_bin_dir, scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,40 +26,10 @@ FORMATS = ["custom", "directory", "tar", "plain", "plain.gz", "custom.gz", "cust
            "plain.lz4"]
 
 
-def row_counts(conninfo: str) -> dict[str, int]:
-    with psycopg.connect(conninfo) as conn:
-        tables = [row[0] for row in conn.execute(
-            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = "
-            "'public'::regnamespace ORDER BY 1")]
-        return {t: int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            sql.Identifier(t))).fetchone()[0]) for t in tables}  # type: ignore[index]
-
-
 def databases(server: Server, like: str) -> list[str]:
     with psycopg.connect(server.conninfo) as conn:
         return [row[0] for row in conn.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,))]
-
-
-def pg_dump(source: str, path: Path, fmt: str) -> Path:
-    """Dump `source` as `fmt` (custom, directory, tar, plain, optionally .gz/.zst/.lz4)."""
-    base, _, wrapper = fmt.partition(".")
-    plain = path / f"chinook.{base}"
-    subprocess.run([str(embedded_bin_dir() / "pg_dump"), f"--format={base}", "--file",
-                    str(plain), "--dbname", source], check=True)
-    if not wrapper:
-        return plain
-    if shutil.which({"gz": "gzip", "zst": "zstd", "lz4": "lz4"}[wrapper]) is None:
-        pytest.skip(f"{wrapper} is not installed")
-    wrapped = path / f"chinook.{fmt}"
-    if wrapper == "gz":
-        with plain.open("rb") as source_file, gzip.open(wrapped, "wb") as out:
-            shutil.copyfileobj(source_file, out)
-    else:
-        tool = {"zst": "zstd", "lz4": "lz4"}[wrapper]
-        output = ["-o", str(wrapped)] if tool == "zstd" else [str(wrapped)]
-        subprocess.run([tool, "-q", "-f", str(plain), *output], check=True)
-    return wrapped
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +244,8 @@ def test_the_sample_dump_from_the_cli(main_server: Server, tmp_path: Path) -> No
     shape = json.loads(done.stdout)
     assert set(shape) == {"ok", "command", "target", "target_source", "facts", "steps"}
     assert [s["name"] for s in shape["steps"]] == [
-        "preflight", "load", "post-restore", "repair sequences", "analyze", "check sequences"]
+        "preflight", "load", "post-restore", "repair sequences", "analyze", "smoke test",
+        "check sequences"]
     assert shape["steps"][3]["summary"].startswith("fixed 22,")
     assert "loading:" in done.stderr
     assert markdown.read_text().startswith("# restore-tool restore: passed")

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 
-from restore_tool.pipeline import REPAIR_SEQUENCES, Report, Status, StepResult
+from restore_tool.pipeline import (
+    REPAIR_SEQUENCES,
+    SMOKE_TEST,
+    Report,
+    Status,
+    StepResult,
+    smoke_outcome,
+)
 from restore_tool.report import render, to_json
 from restore_tool.sequence_plan import Action, SequenceFix
+from restore_tool.smoke import SmokeResult, Verdict
 
 FIXES = (
     SequenceFix("public.user_user_id_seq", "user.user_id", ('public."user".user_id',),
@@ -50,3 +58,37 @@ def test_json_carries_every_step_and_sequence() -> None:
                                                                0.041)
     assert [d["action"] for d in step["details"]] == ["fixed", "ok", "failed"]
     assert REPORT.exit_code == 1
+
+
+def test_smoke_summary_and_body_name_failed_and_skipped_tables() -> None:
+    results = [
+        SmokeResult("invoice", Verdict.FAILED, 'duplicate key value violates unique constraint '
+                    '"invoice_pkey" (Key (id)=(1) already exists.)'),
+        SmokeResult("user", Verdict.PASSED, configured=True),
+        SmokeResult("payment", Verdict.SKIPPED, 'new row for relation "payment" violates '
+                    'check constraint "big"', attempts=3),
+        SmokeResult("hub", Verdict.PASSED),
+    ]
+    outcome = smoke_outcome(results)
+    assert outcome.status is Status.FAILED
+    assert outcome.summary == (
+        '1 failed (invoice: duplicate key value violates unique constraint "invoice_pkey" '
+        "(Key (id)=(1) already exists.)), 2 passed, 1 skipped (payment: new row for relation "
+        '"payment" violates check constraint "big")')
+    step = StepResult(SMOKE_TEST, outcome.status, 0.2, outcome.summary, outcome.details)
+    text = render(Report("verify", "postgresql:///app", "the test", (step,)))
+    assert text.splitlines()[3:9] == [
+        "🧪 Smoke test: one insert per table, each rolled back...",
+        "",
+        '❌ invoice: duplicate key value violates unique constraint "invoice_pkey" '
+        "(Key (id)=(1) already exists.)",
+        '⚠️  payment: skipped, new row for relation "payment" violates check constraint "big"',
+        "✅ 2 table(s) took a rolled-back insert (1 configured row(s)).",
+        "",
+    ]
+    assert smoke_outcome(results[1:2]).status is Status.PASSED
+    assert smoke_outcome(results[2:]).status is Status.WARNING
+    assert smoke_outcome([]).status is Status.SKIPPED
+    details = json.loads(to_json(Report("verify", "t", "s", (step,))))["steps"][0]["details"]
+    assert details[2] == {"table": "payment", "verdict": "skipped", "attempts": 3,
+                          "configured": False, "reason": results[2].reason}
