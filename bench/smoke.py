@@ -4,8 +4,8 @@ column, a unique email, a foreign key, a CHECK), with one row each.
     python bench/smoke.py [--tables 1000] [--jobs 2] [--database-url URL]
 
 Without --database-url it starts a throwaway embedded PostgreSQL (local socket). It reports
-the smoke step alone (in-process, after a warm-up of the catalog caches is NOT done: a fresh
-backend is what `restore-tool verify` meets) and the whole `restore-tool verify` process."""
+the smoke step alone (in-process, on fresh connections, as `restore-tool verify` meets them)
+with 1 and with --jobs connections, and the whole `restore-tool verify` process."""
 
 from __future__ import annotations
 
