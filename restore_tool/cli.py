@@ -3,11 +3,14 @@ Every RestoreToolError is turned into one sentence and an exit code here, and on
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
+from psycopg.conninfo import make_conninfo
 
 from . import config, db, embedded, pgtools, pipeline, progress, report, restore, smoke
 from .errors import ConfigError, ExitCode, RestoreToolError
@@ -49,16 +52,37 @@ NoAutoSmoke = Annotated[bool, typer.Option(
     "automatic row per table.")]
 
 
-def _smoke_plan(config_file: Path | None, no_smoke: bool, no_auto_smoke: bool
-                ) -> tuple[smoke.Plan | None, list[tuple[str, str]]]:
-    """The smoke plan from restore-tool.toml and the flags; the config file as a fact."""
-    project = config.load_project(config_file)
-    facts = [("Config", str(project.path))] if project.path else []
+Confirm = Annotated[str | None, typer.Option(
+    "--confirm", metavar="DBNAME", help="Required to change a protected target (see "
+    "`protected` in restore-tool.toml, RESTORE_TOOL_PROTECTED): its database name.",
+    show_default=False)]
+
+
+def _smoke_plan(project: config.Project, no_smoke: bool, no_auto_smoke: bool
+                ) -> smoke.Plan | None:
+    """The smoke plan from restore-tool.toml and the flags."""
     if no_smoke:
-        return None, facts
+        return None
     return smoke.Plan(rows=project.smoke_rows,
                       automatic=project.automatic_smoke and not no_auto_smoke,
-                      timeout=project.smoke_timeout), facts
+                      timeout=project.smoke_timeout)
+
+
+def _facts(project: config.Project) -> list[tuple[str, str]]:
+    return [("Config", str(project.path))] if project.path else []
+
+
+def _check_protected(settings: config.Settings, project: config.Project,
+                     confirm: str | None) -> None:
+    """A target matching a protected pattern is only changed with --confirm DBNAME."""
+    info = settings.conninfo or make_conninfo(dbname=config.EMBEDDED_DATABASE)
+    pattern = config.protected_by(info, project)
+    if pattern is None:
+        return
+    name = db.dbname(info)
+    if confirm != name:
+        raise ConfigError(f'Database "{name}" is protected (it matches "{pattern}"): '
+                          f"nothing was changed.", f"Pass --confirm {name} to go ahead.")
 
 
 def _settings(database_url: str | None, env_file: Path | None, use_embedded: bool
@@ -66,8 +90,18 @@ def _settings(database_url: str | None, env_file: Path | None, use_embedded: boo
     return config.resolve(database_url=database_url, env_file=env_file, embedded=use_embedded)
 
 
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    """SIGTERM (CI, systemd, kill) unwinds like Ctrl-C: children stopped, scratch dropped."""
+    raise KeyboardInterrupt("SIGTERM")
+
+
 def _guarded(debug: bool, body: Callable[[], int]) -> NoReturn:
-    """Run a command body; translate our errors and Ctrl-C into a sentence and an exit code."""
+    """Run a command body; translate our errors, Ctrl-C and SIGTERM into a sentence and an
+    exit code."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (embedded use): leave signals alone
+        previous = None
     try:
         code = body()
     except RestoreToolError as error:
@@ -77,9 +111,13 @@ def _guarded(debug: bool, body: Callable[[], int]) -> NoReturn:
         if error.hint:
             typer.echo(f"hint: {error.hint}", err=True)
         raise typer.Exit(int(error.exit_code)) from None
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted.", err=True)
+    except KeyboardInterrupt as interrupt:
+        name = interrupt.args[0] if interrupt.args else "SIGINT"
+        typer.echo(f"error: interrupted ({name}).", err=True)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     raise typer.Exit(code)
 
 
@@ -96,7 +134,12 @@ def fix_sequences(
         "(reuses ids: only for databases nothing else writes to).")] = False,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="Show what would change; call no setval.")] = False,
+    lock: Annotated[bool, typer.Option(
+        "--lock", help="Hold writers off each table (SHARE ROW EXCLUSIVE, with a lock "
+        "timeout) while its sequence is moved: for databases in use.")] = False,
     jobs: Jobs = None,
+    config_file: ConfigFile = None,
+    confirm: Confirm = None,
     database_url: DatabaseUrl = None,
     env_file: EnvFile = None,
     use_embedded: Embedded = False,
@@ -107,8 +150,11 @@ def fix_sequences(
 
     def body() -> int:
         settings = _settings(database_url, env_file, use_embedded)
+        project = config.load_project(config_file)
+        if not dry_run:
+            _check_protected(settings, project, confirm)
         result = pipeline.fix_sequences(settings, schemas=schema or (), exact=exact,
-                                        dry_run=dry_run, jobs=jobs)
+                                        dry_run=dry_run, jobs=jobs, lock=lock)
         return _emit(result, as_json)
 
     _guarded(debug, body)
@@ -132,9 +178,10 @@ def verify(
 
     def body() -> int:
         settings = _settings(database_url, env_file, use_embedded)
-        plan, facts = _smoke_plan(config_file, no_smoke, no_auto_smoke)
+        project = config.load_project(config_file)
         return _emit(pipeline.verify(settings, schemas=schema or (), jobs=jobs,
-                                     smoke_plan=plan, facts=facts), as_json)
+                                     smoke_plan=_smoke_plan(project, no_smoke, no_auto_smoke),
+                                     facts=_facts(project)), as_json)
 
     _guarded(debug, body)
 
@@ -184,6 +231,14 @@ def restore_dump(
     config_file: ConfigFile = None,
     no_smoke: NoSmoke = False,
     no_auto_smoke: NoAutoSmoke = False,
+    wait_connections: Annotated[float | None, typer.Option(
+        "--wait-connections", metavar="SECONDS", min=0, help="With --replace: wait this "
+        "long for sessions on the old database to leave instead of ending them.",
+        show_default=False)] = None,
+    scratch: Annotated[bool, typer.Option(
+        "--scratch", help="Restore into a temporary embedded PostgreSQL, run every step, "
+        "delete it: is this backup restorable? (implies --no-owner)")] = False,
+    confirm: Confirm = None,
     report_file: Annotated[Path | None, typer.Option(
         "--report", help="Also write the checklist as Markdown to this file.",
         show_default=False)] = None,
@@ -198,16 +253,27 @@ def restore_dump(
     checklist."""
 
     def body() -> int:
-        settings = _settings(database_url, env_file, use_embedded)
         if drop_old and not replace:
             raise ConfigError("--drop-old only makes sense with --replace.")
-        plan, facts = _smoke_plan(config_file, no_smoke, no_auto_smoke)
+        if wait_connections is not None and not replace:
+            raise ConfigError("--wait-connections only makes sense with --replace.")
+        project = config.load_project(config_file)
         options = restore.Options(
-            replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner, migrate=migrate,
-            post_sql=tuple(post_sql or ()), analyze=not no_analyze, smoke=plan,
-            pg_bin=tuple(pg_bin or ()), facts=tuple(facts))
+            replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner or scratch,
+            migrate=migrate, post_sql=tuple(post_sql or ()), analyze=not no_analyze,
+            smoke=_smoke_plan(project, no_smoke, no_auto_smoke),
+            wait_connections=wait_connections, pg_bin=tuple(pg_bin or ()),
+            facts=tuple(_facts(project)))
         with progress.reporter() as show:
-            result = restore.run(settings, dump, options, show)
+            if scratch:
+                if database_url or use_embedded or replace:
+                    raise ConfigError("--scratch restores into a temporary server of its "
+                                      "own: it takes no target and no --replace.")
+                result = restore.run_scratch(dump, options, show)
+            else:
+                settings = _settings(database_url, env_file, use_embedded)
+                _check_protected(settings, project, confirm)
+                result = restore.run(settings, dump, options, show)
         if report_file is not None:
             report_file.write_text(report.to_markdown(result), encoding="utf-8")
         return _emit(result, as_json)

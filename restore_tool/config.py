@@ -3,6 +3,7 @@ and the masking that keeps passwords out of everything we print."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import tomllib
@@ -203,9 +204,10 @@ class Project:
     smoke_rows: tuple[SmokeRow, ...] = ()
     automatic_smoke: bool = True
     smoke_timeout: float = 5.0  # seconds any one smoke statement may take
+    protected: tuple[str, ...] = ()  # fnmatch patterns of database names or hosts
 
 
-_PROJECT_KEYS = {"smoke", "automatic_smoke", "smoke_timeout"}
+_PROJECT_KEYS = {"smoke", "automatic_smoke", "smoke_timeout", "protected"}
 
 
 def load_project(path: Path | None = None, *, cwd: Path | None = None) -> Project:
@@ -236,8 +238,11 @@ def load_project(path: Path | None = None, *, cwd: Path | None = None) -> Projec
     rows = data.get("smoke", [])
     if not isinstance(rows, list):
         raise ConfigError(f"{path}: smoke must be a list of [[smoke]] tables.")
+    protected = data.get("protected", [])
+    if not isinstance(protected, list) or not all(isinstance(p, str) and p for p in protected):
+        raise ConfigError(f'{path}: protected must be a list of patterns, e.g. ["*prod*"].')
     return Project(path, tuple(_smoke_row(path, index, row) for index, row in enumerate(rows, 1)),
-                   automatic, float(timeout))
+                   automatic, float(timeout), tuple(protected))
 
 
 def _smoke_row(path: Path, index: int, row: object) -> SmokeRow:
@@ -256,3 +261,19 @@ def _smoke_row(path: Path, index: int, row: object) -> SmokeRow:
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: values must be a table, e.g. values = {{ id = 1 }}.")
     return SmokeRow(table, values, schema)
+
+
+def protected_by(conninfo: str, project: Project, environ: Mapping[str, str] | None = None
+                 ) -> str | None:
+    """The pattern (from restore-tool.toml's `protected` or RESTORE_TOOL_PROTECTED, comma
+    separated) that the target's database name or host matches, if any; case-insensitive."""
+    environ = os.environ if environ is None else environ
+    patterns = [*project.protected,
+                *(p.strip() for p in environ.get("RESTORE_TOOL_PROTECTED", "").split(","))]
+    params = conninfo_to_dict(conninfo)
+    names = [str(params.get("dbname") or params.get("user") or ""),
+             *str(params.get("host") or "").split(","), str(params.get("hostaddr") or "")]
+    for pattern in filter(None, patterns):
+        if any(name and fnmatch.fnmatch(name.lower(), pattern.lower()) for name in names):
+            return pattern
+    return None

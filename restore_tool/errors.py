@@ -62,3 +62,22 @@ class CommandFailed(RestoreToolError):
     """A child process (psql, pg_restore, ...) exited with an error."""
 
     exit_code = ExitCode.FAILED
+
+
+class Busy(RestoreToolError):
+    """Another restore-tool run holds the target: nothing was done."""
+
+    exit_code = ExitCode.CANNOT_START
+
+
+class Interrupted(RestoreToolError):
+    """SIGINT or SIGTERM stopped the run; the message says what was cleaned up."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
+class SwapBlocked(RestoreToolError):
+    """The swap cannot happen without losing something (prepared transactions, sessions that
+    would not leave): nothing was swapped."""
+
+    exit_code = ExitCode.FAILED

@@ -107,7 +107,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
         if foreground:
             command(*argv[1:], _fg=True, _env=environment)
             return ""
-        return str(command(*argv[1:], _env=environment))
+        return str(_waited(command(*argv[1:], _env=environment, _bg=True, _bg_exc=False)))
     except sh.ErrorReturnCode as error:
         stderr = error.stderr.decode(errors="replace").strip() if error.stderr else ""
         last = stderr.splitlines()[-1] if stderr else f"exit code {error.exit_code}"
@@ -124,8 +124,27 @@ def stream(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str],
     command = sh.Command(argv[0])
     try:
         with open(os.devnull, "wb") as sink:
-            process = command(*argv[1:], _env=dict(env), _err=on_line, _out=sink, _in=stdin,
-                              _ok_code=list(range(256)), _return_cmd=True)
+            process = _waited(command(*argv[1:], _env=dict(env), _err=on_line, _out=sink,
+                                      _in=stdin, _ok_code=list(range(256)), _bg=True,
+                                      _bg_exc=False))
     except sh.CommandNotFound:
         raise MissingBinary(f"{argv[0]} was not found.") from None
     return int(process.exit_code)
+
+
+def _waited(process: sh.RunningCommand) -> sh.RunningCommand:
+    """Wait for a child; if we are interrupted meanwhile (Ctrl-C, or SIGTERM sent to us
+    alone), stop it first (SIGTERM, then SIGKILL after 5 s), so no child outlives us."""
+    try:
+        process.wait()
+    except BaseException:
+        if process.process.is_alive()[0]:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except sh.TimeoutException:
+                process.kill()
+            except sh.ErrorReturnCode:
+                pass  # it stopped, as asked
+        raise
+    return process

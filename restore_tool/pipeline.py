@@ -7,7 +7,7 @@ import enum
 import os
 import time
 from collections.abc import Callable, Sequence
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -123,9 +123,12 @@ class Target:
 
 def _run(command: str, settings: Settings, read_only: bool,
          build: Callable[[Target], list[Step]],
-         facts: Sequence[tuple[str, str]] = ()) -> Report:
+         facts: Sequence[tuple[str, str]] = (), exclusive: bool = False) -> Report:
     info = db.conninfo(settings)
-    with closing(db.connect(info, read_only=read_only)) as conn:
+    with ExitStack() as stack:
+        conn = stack.enter_context(closing(db.connect(info, read_only=read_only)))
+        if exclusive:
+            stack.enter_context(db.target_lock(info, command, fallback=conn))
         target = Target(conn, lambda: db.connect(info, read_only=read_only))
         results = run_steps(build(target), secret=password_of(info))
     return Report(command, mask(info), settings.origin, results, facts=tuple(facts))
@@ -147,16 +150,20 @@ def fix_sequences(
     exact: bool = False,
     dry_run: bool = False,
     jobs: int | None = None,
+    lock: bool = False,
 ) -> Report:
-    """Move every lagging sequence past its data: `restore-tool fix-sequences`."""
+    """Move every lagging sequence past its data: `restore-tool fix-sequences`. Unless it is
+    a dry run, holds the target's lock: a second run (or a restore) fails fast."""
 
     def repair_step(target: Target) -> Outcome:
         fixes = sequences.repair(target.conn, schemas, exact=exact, dry_run=dry_run,
-                                 jobs=jobs or default_jobs(), connect=target.connect)
+                                 jobs=jobs or default_jobs(), connect=target.connect,
+                                 lock=lock)
         return repair_outcome(fixes, dry_run=dry_run)
 
     return _run("fix-sequences", settings, False,
-                lambda target: [Step(REPAIR_SEQUENCES, lambda: repair_step(target))])
+                lambda target: [Step(REPAIR_SEQUENCES, lambda: repair_step(target))],
+                exclusive=not dry_run)
 
 
 def verify(

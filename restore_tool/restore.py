@@ -4,17 +4,21 @@ database and leaves the target as it was. `inspect(path)` is `restore-tool inspe
 
 from __future__ import annotations
 
+import signal
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
-from . import archive, db, load, pgtools, sequences, smoke
+from psycopg.conninfo import make_conninfo
+
+from . import archive, db, embedded, load, pgtools, sequences, smoke
 from .archive import Dump
 from .config import Settings, mask, password_of
-from .errors import BadInput
+from .errors import BadInput, Interrupted
 from .load import Progress
 from .pgtools import Tool
 from .pipeline import (
@@ -44,6 +48,7 @@ class Options:
     post_sql: tuple[Path, ...] = ()
     analyze: bool = True
     smoke: smoke.Plan | None = smoke.AUTOMATIC  # None: --no-smoke
+    wait_connections: float | None = None  # seconds for sessions to leave; None: end them
     pg_bin: tuple[Path, ...] = ()
     facts: tuple[tuple[str, str], ...] = ()  # e.g. ("Config", "restore-tool.toml")
 
@@ -74,6 +79,7 @@ class _Run:
     into: str = ""  # the database being loaded: the target itself, or a scratch one
     created: bool = False  # we created `into`: drop it if anything fails
     old: str | None = None  # the target's new name after a swap
+    current: str = "preflight"  # the step running
     tools: dict[str, Tool] = field(default_factory=dict)
     facts: list[tuple[str, str]] = field(default_factory=list)
 
@@ -88,31 +94,71 @@ class _Run:
 
 def run(settings: Settings, path: Path, options: Options = Options(),
         progress: Progress | None = None) -> Report:
-    """Restore the dump at `path` into the target; the report of every step."""
+    """Restore the dump at `path` into the target; the report of every step. Holds the
+    target's lock throughout; on Ctrl-C or SIGTERM (raised as KeyboardInterrupt) drops what
+    this run created and raises Interrupted saying so."""
     with tempfile.TemporaryDirectory(prefix="restore-tool-") as work, ExitStack() as stack:
         state = _Run(settings, path, options, progress, Path(work), stack)
         state.info = db.conninfo(settings)
-        steps = [
-            Step("preflight", lambda: _preflight(state)),
-            Step("load", lambda: _load(state)),
-            Step("post-restore", lambda: _post_restore(state)),
-            Step(REPAIR_SEQUENCES, lambda: _repair(state)),
-            Step("analyze", lambda: _analyze(state)),
-            Step(SMOKE_TEST, lambda: _smoke(state)),
-            Step(CHECK_SEQUENCES, lambda: _verify(state)),
-        ]
+        stack.enter_context(db.target_lock(state.info, "restore"))
+
+        def step(name: str, body: Callable[[_Run], Outcome]) -> Step:
+            def started() -> Outcome:
+                state.current = name
+                return body(state)
+            return Step(name, started)
+
+        steps = [step("preflight", _preflight), step("load", _load),
+                 step("post-restore", _post_restore), step(REPAIR_SEQUENCES, _repair),
+                 step("analyze", _analyze), step(SMOKE_TEST, _smoke),
+                 step(CHECK_SEQUENCES, _verify)]
         if options.replace:
-            steps.append(Step("swap", lambda: _swap(state)))
+            steps.append(step("swap", _swap))
         results: tuple[StepResult, ...] = ()
         try:
             results = run_steps(steps, secret=password_of(state.info))
+        except KeyboardInterrupt as interrupt:
+            with _signals_held():
+                left = _discard(state)
+            raise Interrupted(f"Interrupted ({interrupt.args[0] if interrupt.args else 'SIGINT'})"
+                              f" during {state.current}: {left}") from None
         finally:
             if not results or any(r.status is Status.FAILED for r in results):
-                _discard(state)
+                with _signals_held():
+                    _discard(state)
     failed = [r for r in results if r.status is Status.FAILED]
     return Report("restore", mask(state.info), settings.origin, results,
                   facts=tuple(state.facts),
                   next_steps=_next_steps(state, failed[0].name) if failed else ())
+
+
+SCRATCH_DATABASE = "restore_check"
+
+
+def run_scratch(path: Path, options: Options = Options(),
+                progress: Progress | None = None) -> Report:
+    """`restore --scratch`: the whole pipeline into a temporary embedded PostgreSQL that is
+    deleted afterwards, whatever happened: is this backup restorable?"""
+    with embedded.temporary() as admin:
+        target = make_conninfo(admin, dbname=SCRATCH_DATABASE)
+        settings = Settings(target, "--scratch: a temporary embedded PostgreSQL, deleted "
+                            "afterwards", Path(admin))
+        return run(settings, path, replace(options, replace=False, drop_old=False), progress)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Cleanup and the swap's two renames run to the end: SIGINT and SIGTERM wait (and are
+    delivered right after)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextmanager
@@ -254,21 +300,40 @@ def _swap(state: _Run) -> Outcome:
     if state.old is None:
         return Outcome(Status.SKIPPED, f"{state.target} did not exist: restored in place")
     with _maintenance(state) as conn:
-        load.swap(conn, state.target, state.into, state.old, drop_old=state.options.drop_old)
-    state.created = False  # handed over: the target now
-    if state.options.drop_old:
-        return Outcome(Status.PASSED, f"{state.into} is now {state.target}; the old one "
-                       "was dropped")
-    return Outcome(Status.PASSED, f"{state.into} is now {state.target}; the old one is kept "
-                   f"as {state.old}")
+        ended = load.clear_sessions(conn, state.target, wait=state.options.wait_connections)
+        with _signals_held():
+            try:
+                load.swap(conn, state.target, state.into, state.old,
+                          drop_old=state.options.drop_old)
+            except BaseException:
+                load.allow_connections(conn, state.target, True)
+                raise
+            state.created = False  # handed over: the target now
+    summary = f"{state.into} is now {state.target}; " + (
+        "the old one was dropped" if state.options.drop_old
+        else f"the old one is kept as {state.old}")
+    if ended:
+        summary += f"; ended {len(ended)} session(s): {'; '.join(map(str, ended))}"
+    return Outcome(Status.PASSED, summary)
 
 
-def _discard(state: _Run) -> None:
-    """After a failure, the database this run created is dropped: nothing half-done stays."""
+def _discard(state: _Run) -> str:
+    """After a failure or an interruption, the database this run created is dropped (its
+    sessions ended: a stopped pg_restore's may linger): nothing half-done stays. Says what
+    was left as it was, in one sentence."""
+    target = f'"{state.target or db.dbname(state.info)}"'
     if state.created and state.into:
         with _maintenance(state) as conn:
-            db.drop_database(conn, state.into)
+            db.drop_database(conn, state.into, force=True)
         state.created = False
+        if state.into != state.target:
+            return f'the scratch database "{state.into}" was dropped; {target} was not changed.'
+        return f"{target}, which this run created, was dropped again."
+    if state.into and state.into == state.target and state.target_existed:
+        return f"{target} was empty and may now hold part of the dump."
+    if state.current == "swap" and state.old is not None:
+        return f"the swap had completed: {target} is the restored database."
+    return f"nothing was changed in {target}."
 
 
 def _next_steps(state: _Run, failed: str) -> tuple[str, ...]:
@@ -289,7 +354,7 @@ def _next_steps(state: _Run, failed: str) -> tuple[str, ...]:
                     "application calls) lags; move it with setval in a --post-sql file. A "
                     "configured row that fails needs fixing in restore-tool.toml.",
         CHECK_SEQUENCES: "A sequence still lags after the repair: see the lines above.",
-        "swap": "Close the connections to the target (or stop the app) and run it again.",
+        "swap": "Resolve what the swap names (sessions, prepared transactions), then run again.",
     }
     return (kept, hints.get(failed, "See the failed step above."))
 

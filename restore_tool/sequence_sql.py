@@ -219,34 +219,66 @@ END
 """
 
 # A forward move re-reads its sequence just before its setval and is left out if the sequence
-# is no longer behind its data: a concurrent nextval() is never undone.
+# is no longer behind its data: a concurrent nextval() is never undone. With `lock` (an item
+# then carries its columns), the tables are first locked in SHARE ROW EXCLUSIVE mode, which
+# lets readers in and keeps writers out until the batch commits, and the data is measured
+# again under the lock: a row written since the first measurement moves the target further.
 APPLY = """
 DECLARE
     input CONSTANT jsonb := {input};
     item jsonb;
+    col jsonb;
     last_value bigint;
     is_called boolean;
     next numeric;
+    value numeric;
+    edge numeric;
+    target numeric;
+    called boolean;
     applied bigint[] := '{{}}';
+    edges numeric[] := '{{}}';
 BEGIN
     FOR item IN SELECT jsonb_array_elements(input) LOOP
+        target := (item->>'value')::numeric;
+        called := (item->>'called')::boolean;
+        edge := (item->>'edge')::numeric;
+        IF item ? 'columns' THEN
+            FOR col IN SELECT DISTINCT ON (e->>0, e->>1) e
+                       FROM jsonb_array_elements(item->'columns') AS e LOOP
+                EXECUTE format('LOCK TABLE %I.%I IN SHARE ROW EXCLUSIVE MODE',
+                               col->>0, col->>1);
+            END LOOP;
+            FOR col IN SELECT jsonb_array_elements(item->'columns') LOOP
+                EXECUTE format('SELECT %s(%I)::numeric FROM %I.%I',
+                               CASE WHEN (item->>'increment')::bigint < 0 THEN 'min'
+                                    ELSE 'max' END,
+                               col->>2, col->>0, col->>1) INTO value;
+                IF value IS NOT NULL AND (CASE WHEN (item->>'increment')::bigint < 0
+                                               THEN value < edge ELSE value > edge END) THEN
+                    edge := value;  -- written since measured: go past it instead
+                    target := value;
+                    called := true;
+                END IF;
+            END LOOP;
+        END IF;
         {read_state}
         next := CASE WHEN is_called THEN last_value::numeric + (item->>'increment')::bigint
                      ELSE last_value END;
         IF next IS NOT NULL AND (NOT (item->>'forward')::boolean
             OR CASE WHEN (item->>'increment')::bigint < 0
-                    THEN next >= (item->>'edge')::numeric
-                    ELSE next <= (item->>'edge')::numeric END)
+                    THEN next >= edge
+                    ELSE next <= edge END)
         THEN
-            PERFORM setval((item->>'oid')::oid::regclass, (item->>'value')::bigint,
-                           (item->>'called')::boolean);
+            PERFORM setval((item->>'oid')::oid::regclass, target::bigint, called);
             applied := applied || (item->>'oid')::bigint;
+            edges := edges || edge;
         END IF;
         IF (item->>'commit')::boolean THEN
             COMMIT;
         END IF;
     END LOOP;
     PERFORM set_config('client_min_messages', 'notice', true);
-    RAISE NOTICE USING ERRCODE = '{code}', MESSAGE = to_json(applied)::text;
+    RAISE NOTICE USING ERRCODE = '{code}',
+        MESSAGE = json_build_array(applied, edges)::text;
 END
 """

@@ -37,6 +37,8 @@ from .sequence_sql import (
     FeedRow,
 )
 
+LOCK_TIMEOUT = "5s"  # for --lock when the session has none
+
 # ---------------------------------------------------------------------------------------------
 # Discovery: one catalog statement, and the lock budget in the same transaction.
 
@@ -165,21 +167,30 @@ def measure(conn: Connection, seqs: Sequence[SequenceInfo], budget: int) -> Meas
                                 for oid, edge in zip(oids, edges, strict=True)})
 
 
-def apply(conn: Connection, moves: Sequence[Planned], budget: int) -> set[int]:
-    """The setval calls of the planned moves; the oids of the sequences actually moved."""
+def apply(conn: Connection, moves: Sequence[Planned], budget: int, *, lock: bool = False
+          ) -> dict[int, int]:
+    """The setval calls of the planned moves; the sequences actually moved, each with the
+    edge it was moved past (measured again under SHARE ROW EXCLUSIVE locks with `lock`)."""
     if not moves:
-        return set()
+        return {}
     by_oid = {item.seq.oid: item.fix for item in moves}
     items: list[dict[str, object]] = []
     for seq, commit in _with_commits([item.seq for item in moves], budget):
         fix = by_oid[seq.oid]
         assert fix.next_after is not None and fix.edge is not None
         value, called = setval_args(seq, fix.next_after)
-        items.append({"oid": seq.oid, "schema": seq.schema, "name": seq.name,
-                      "increment": seq.increment, "edge": fix.edge, "value": value,
-                      "called": called, "forward": fix.action is Action.FIXED,
-                      "commit": commit})
-    return set(_run_block(conn, APPLY, items))
+        item: dict[str, object] = {
+            "oid": seq.oid, "schema": seq.schema, "name": seq.name,
+            "increment": seq.increment, "edge": fix.edge, "value": value, "called": called,
+            "forward": fix.action is Action.FIXED, "commit": commit}
+        if lock:
+            item["columns"] = [[c.schema, c.table, c.name] for c in seq.columns]
+        items.append(item)
+    if lock:  # never wait forever behind a long writer: its own lock_timeout, else 5 s
+        conn.execute("SELECT set_config('lock_timeout', %s, false) "
+                     "WHERE current_setting('lock_timeout') = '0'", (LOCK_TIMEOUT,))
+    oids, edges = _run_block(conn, APPLY, items)
+    return {int(oid): int(edge) for oid, edge in zip(oids, edges, strict=True)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,7 +225,7 @@ def _survey_share(conn: Connection, seqs: Sequence[SequenceInfo], budget: int,
 
 
 def _repair_share(conn: Connection, seqs: Sequence[SequenceInfo], budget: int,
-                  exact: bool, dry_run: bool) -> list[Planned]:
+                  exact: bool, dry_run: bool, lock: bool = False) -> list[Planned]:
     planned = []
     for item in _survey_share(conn, seqs, budget, exact):
         if item.fix.action in _MOVES and not item.seq.can_update:
@@ -224,13 +235,35 @@ def _repair_share(conn: Connection, seqs: Sequence[SequenceInfo], budget: int,
         planned.append(item)
     if dry_run:
         return planned
-    applied = apply(conn, [item for item in planned if item.fix.action in _MOVES], budget)
-    return [
-        Planned(item.seq, replace(item.fix, applied=True)) if item.seq.oid in applied
+    applied = apply(conn, [item for item in planned if item.fix.action in _MOVES], budget,
+                    lock=lock)
+    done = [
+        Planned(item.seq, _applied(item, applied[item.seq.oid])) if item.seq.oid in applied
         else Planned(item.seq, _moved_meanwhile(item.fix)) if item.fix.action in _MOVES
         else item
         for item in planned
     ]
+    if lock or not applied:
+        return done
+    # Without locks a writer with explicit ids may have slipped past the new value: look again.
+    again = {item.seq.oid: item.fix for item in _survey_share(
+        conn, [item.seq for item in done if item.seq.oid in applied], budget, False)}
+    return [Planned(item.seq, _overtaken(item.fix, again[item.seq.oid]))
+            if item.seq.oid in again and again[item.seq.oid].lagging else item
+            for item in done]
+
+
+def _applied(item: Planned, edge: int) -> SequenceFix:
+    """The fix as made; under --lock the data may have grown since it was planned."""
+    if edge == item.fix.edge:
+        return replace(item.fix, applied=True)
+    return replace(item.fix, applied=True, edge=edge, next_after=edge + item.seq.increment)
+
+
+def _overtaken(fix: SequenceFix, now: SequenceFix) -> SequenceFix:
+    return replace(fix, action=Action.FAILED, reason=(
+        f"rows written during the repair took its {now.edge_kind} to {now.edge}, past the "
+        f"new value: run again, with --lock to hold writers off meanwhile"))
 
 
 def _moved_meanwhile(fix: SequenceFix) -> SequenceFix:
@@ -285,10 +318,13 @@ def repair(
     jobs: int = 1,
     connect: Callable[[], Connection] | None = None,
     budget: int | None = None,
+    lock: bool = False,
 ) -> list[SequenceFix]:
     """Move every lagging sequence just past its data (forward only unless `exact`).
     A dry run plans the same moves and calls no setval: setval is not transactional.
+    `lock` holds writers off the tables (SHARE ROW EXCLUSIVE) while each is moved; without
+    it the moved ones are checked again and any that a writer overtook is reported failed.
     `jobs`, `connect` and `budget` as for `survey`."""
     planned = _spread(conn, schemas, jobs, connect, budget,
-                      lambda c, share, b: _repair_share(c, share, b, exact, dry_run))
+                      lambda c, share, b: _repair_share(c, share, b, exact, dry_run, lock))
     return [item.fix for item in planned]
