@@ -274,9 +274,15 @@ def restore_dump(
                 settings = _settings(database_url, env_file, use_embedded)
                 _check_protected(settings, project, confirm)
                 result = restore.run(settings, dump, options, show)
+        code = _emit(result, as_json)
         if report_file is not None:
-            report_file.write_text(report.to_markdown(result), encoding="utf-8")
-        return _emit(result, as_json)
+            try:
+                report_file.write_text(report.to_markdown(result), encoding="utf-8")
+            except OSError as error:
+                typer.echo(f"error: the report could not be written to {report_file}: "
+                           f"{error.strerror or error}.", err=True)
+                return code or int(ExitCode.USAGE)
+        return code
 
     _guarded(debug, body)
 

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
 from psycopg.conninfo import make_conninfo
 
 from . import archive, db, embedded, load, pgtools, sequences, smoke
 from .archive import Dump
 from .config import Settings, mask, password_of
-from .errors import BadInput, Interrupted
+from .errors import BadInput, Interrupted, RestoreToolError
 from .load import Progress
 from .pgtools import Tool
 from .pipeline import (
@@ -80,6 +81,7 @@ class _Run:
     created: bool = False  # we created `into`: drop it if anything fails
     old: str | None = None  # the target's new name after a swap
     current: str = "preflight"  # the step running
+    discarded: str | None = None  # what cleaning up after a failure left, once done
     tools: dict[str, Tool] = field(default_factory=dict)
     facts: list[tuple[str, str]] = field(default_factory=list)
 
@@ -123,13 +125,14 @@ def run(settings: Settings, path: Path, options: Options = Options(),
             raise Interrupted(f"Interrupted ({interrupt.args[0] if interrupt.args else 'SIGINT'})"
                               f" during {state.current}: {left}") from None
         finally:
+            outcome: str | None = None
             if not results or any(r.status is Status.FAILED for r in results):
                 with _signals_held():
-                    _discard(state)
+                    outcome = _discard(state)
     failed = [r for r in results if r.status is Status.FAILED]
     return Report("restore", mask(state.info), settings.origin, results,
                   facts=tuple(state.facts),
-                  next_steps=_next_steps(state, failed[0].name) if failed else ())
+                  next_steps=_next_steps(state, failed[0].name, outcome) if failed else ())
 
 
 SCRATCH_DATABASE = "restore_check"
@@ -231,8 +234,8 @@ def _load(state: _Run) -> Outcome:
         state.into = state.target
     with _maintenance(state) as conn:
         if state.into != state.target or not state.target_existed:
+            state.created = True  # first: an interrupt may land just after it exists
             db.create_database(conn, state.into)
-            state.created = True
         if dump.format != "plain":
             settings = load.database_settings(dump.reader, state.readable,
                                               state.work / "empty.list")
@@ -321,10 +324,23 @@ def _discard(state: _Run) -> str:
     """After a failure or an interruption, the database this run created is dropped (its
     sessions ended: a stopped pg_restore's may linger): nothing half-done stays. Says what
     was left as it was, in one sentence."""
+    if state.discarded is not None:  # a signal may arrive while a failure is cleaned up
+        return state.discarded
+    state.discarded = _drop_created(state)
+    return state.discarded
+
+
+def _drop_created(state: _Run) -> str:
     target = f'"{state.target or db.dbname(state.info)}"'
     if state.created and state.into:
-        with _maintenance(state) as conn:
-            db.drop_database(conn, state.into, force=True)
+        try:
+            with _maintenance(state) as conn:
+                db.drop_database(conn, state.into, force=True)
+        except (RestoreToolError, psycopg.Error):  # the server went away mid-run
+            state.facts.append(("Left behind", f'"{state.into}": drop it once the server '
+                                "is back"))
+            return (f'"{state.into}" could not be dropped (the server is unreachable): drop '
+                    f"it once the server is back; {target} was not changed.")
         state.created = False
         if state.into != state.target:
             return f'the scratch database "{state.into}" was dropped; {target} was not changed.'
@@ -336,8 +352,10 @@ def _discard(state: _Run) -> str:
     return f"nothing was changed in {target}."
 
 
-def _next_steps(state: _Run, failed: str) -> tuple[str, ...]:
-    if not state.into or state.into != state.target or not state.target_existed:
+def _next_steps(state: _Run, failed: str, left: str | None) -> tuple[str, ...]:
+    if left is not None and "could not be dropped" in left:
+        kept = left[0].upper() + left[1:]
+    elif not state.into or state.into != state.target or not state.target_existed:
         kept = (f'Database "{state.target}" was not changed.' if state.target_existed
                 else f'Nothing was left behind: "{state.target}" does not exist.')
     else:  # loaded straight into an existing empty database

