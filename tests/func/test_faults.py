@@ -4,10 +4,12 @@ stops mid-restore, and a password that must not show anywhere, process list incl
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -288,3 +290,16 @@ def test_a_report_that_cannot_be_written_is_one_sentence(target: str) -> None:
     assert err.strip().splitlines()[-1].startswith(
         "error: the report could not be written to /proc/version")
     assert "All checks passed." in out
+
+
+def test_scratch_restores_into_a_throwaway_server_and_deletes_it(tmp_path: Path) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("restore-tool-scratch-*"))
+    code, out, err = _finish(_cli("restore", str(SAMPLE), "--scratch", "--json"))
+    assert code == 0, out + err
+    report = json.loads(out)
+    assert report["target_source"].startswith("--scratch")
+    assert [s["status"] for s in report["steps"]] == [
+        "passed", "passed", "skipped", "passed", "passed", "passed", "passed"]
+    assert set(Path(tempfile.gettempdir()).glob("restore-tool-scratch-*")) == before
+    code, _, err = _finish(_cli("restore", str(SAMPLE), "--scratch", "--replace"))
+    assert code == 2 and "--scratch restores into a temporary server" in err
