@@ -8,6 +8,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
 
 @contextmanager
 def embedded_server() -> Iterator[tuple[str, Path]]:
@@ -20,3 +24,13 @@ def embedded_server() -> Iterator[tuple[str, Path]]:
             yield str(server.get_uri()), Path(tmp) / "pgdata" / "log"
         finally:
             server.cleanup()
+
+
+def recreate(admin: str, name: str, create: bool = True) -> str:
+    """Drop database `name` (sessions ended) and, with `create`, make it anew; its URL."""
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(name)))
+        if create:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(admin, dbname=name)

@@ -18,22 +18,18 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import embedded_server  # noqa: E402
+from common import embedded_server, recreate  # noqa: E402
 
 TABLES = 4
 
 
 def build(admin: str, rows: int) -> str:
     """TABLES tables of rows/TABLES rows each: serial key, a few columns, one more index."""
-    url = make_conninfo(admin, dbname="bench_restore_source")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS bench_restore_source")
-        conn.execute("CREATE DATABASE bench_restore_source")
+    url = recreate(admin, "bench_restore_source")
     with psycopg.connect(url, autocommit=True) as conn:
         for i in range(TABLES):
             table = sql.Identifier(f"orders_{i}")
@@ -55,15 +51,6 @@ def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env=env)
     return time.perf_counter() - started
-
-
-def recreate(admin: str, name: str, create: bool) -> str:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
-        if create:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return make_conninfo(admin, dbname=name)
 
 
 def main() -> int:

@@ -19,22 +19,17 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from common import embedded_server  # noqa: E402
+from common import embedded_server, recreate  # noqa: E402
 
 BATCH = 400  # tables per DDL transaction: stays under max_locks_per_transaction
 
 
 def build(admin: str, dbname: str, tables: int) -> str:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(dbname)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    url = make_conninfo(admin, dbname=dbname)
+    url = recreate(admin, dbname)
     with psycopg.connect(url, autocommit=True) as conn:
         for first in range(1, tables + 1, BATCH):
             last = min(first + BATCH - 1, tables)

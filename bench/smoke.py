@@ -16,14 +16,12 @@ import time
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from common import embedded_server  # noqa: E402
+from common import embedded_server, recreate  # noqa: E402
 
 from restore_tool import db, smoke  # noqa: E402
 
@@ -31,11 +29,7 @@ BATCH = 200  # tables per DDL transaction: stays under max_locks_per_transaction
 
 
 def build(admin: str, dbname: str, tables: int) -> str:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(dbname)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
-    url = make_conninfo(admin, dbname=dbname)
+    url = recreate(admin, dbname)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE hub (hub_id serial PRIMARY KEY, name text NOT NULL);"
                      "INSERT INTO hub (name) VALUES ('Kibera')")

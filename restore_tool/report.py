@@ -156,7 +156,8 @@ def repair_line(fix: SequenceFix) -> str | None:
     """One runbook line per sequence that was (or would be) touched, skipped or failed."""
     if fix.action is Action.FIXED:
         verb = "Fixed" if fix.applied else "Would fix"
-        return f"✅ {verb} {fix.label} sequence ({_edge(fix)}, next: {fix.next_after})"
+        return (f"✅ {verb} {fix.label} sequence ({_edge(fix)}, next: {fix.next_after})"
+                + (f"; {fix.reason}" if fix.reason else ""))
     if fix.action is Action.MOVED_BACK:
         verb = "Moved back" if fix.applied else "Would move back"
         return (f"↩️  {verb} {fix.label} sequence ({_edge(fix)}, next: {fix.next_after}, "

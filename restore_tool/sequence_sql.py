@@ -176,6 +176,18 @@ READ_STATE = {
                          item->>'schema', item->>'name') INTO last_value, is_called;""",
 }
 
+# The edge of item's data into `edge`: MAX over every column the sequence feeds (MIN when it
+# descends). Shared by MEASURE and, under --lock, APPLY.
+MEASURE_EDGE = """
+        edge := NULL;
+        FOR col IN SELECT jsonb_array_elements(item->'columns') LOOP
+            EXECUTE format('SELECT %s(%I)::numeric FROM %I.%I',
+                           CASE WHEN (item->>'descending')::boolean THEN 'min' ELSE 'max' END,
+                           col->>2, col->>0, col->>1) INTO value;
+            edge := CASE WHEN (item->>'descending')::boolean THEN least(edge, value)
+                         ELSE greatest(edge, value) END;
+        END LOOP;"""
+
 MEASURE = """
 DECLARE
     input CONSTANT jsonb := {input};
@@ -192,18 +204,7 @@ DECLARE
 BEGIN
     FOR item IN SELECT jsonb_array_elements(input) LOOP
         {read_state}
-        edge := NULL;
-        FOR col IN SELECT jsonb_array_elements(item->'columns') LOOP
-            IF (item->>'descending')::boolean THEN
-                EXECUTE format('SELECT min(%I)::numeric FROM %I.%I',
-                               col->>2, col->>0, col->>1) INTO value;
-                edge := least(edge, value);
-            ELSE
-                EXECUTE format('SELECT max(%I)::numeric FROM %I.%I',
-                               col->>2, col->>0, col->>1) INTO value;
-                edge := greatest(edge, value);
-            END IF;
-        END LOOP;
+        {measure_edge}
         oids := oids || (item->>'oid')::bigint;
         last_values := last_values || last_value;
         called := called || is_called;
@@ -223,6 +224,9 @@ END
 # then carries its columns), the tables are first locked in SHARE ROW EXCLUSIVE mode, which
 # lets readers in and keeps writers out until the batch commits, and the data is measured
 # again under the lock: a row written since the first measurement moves the target further.
+# At the end every moved sequence is read once more and the ones other sessions drew from
+# meanwhile are reported: writers were active, and without --lock one could have inserted an
+# explicit id under the new value.
 APPLY = """
 DECLARE
     input CONSTANT jsonb := {input};
@@ -233,33 +237,36 @@ DECLARE
     next numeric;
     value numeric;
     edge numeric;
+    planned numeric;
     target numeric;
     called boolean;
     applied bigint[] := '{{}}';
     edges numeric[] := '{{}}';
+    done jsonb[] := '{{}}';  -- arrays, not a jsonb array: appending stays cheap
+    values_set bigint[] := '{{}}';
+    called_set boolean[] := '{{}}';
+    i integer := 0;
+    moved bigint[] := '{{}}';
 BEGIN
     FOR item IN SELECT jsonb_array_elements(input) LOOP
         target := (item->>'value')::numeric;
         called := (item->>'called')::boolean;
-        edge := (item->>'edge')::numeric;
+        planned := (item->>'edge')::numeric;
+        edge := planned;
         IF item ? 'columns' THEN
             FOR col IN SELECT DISTINCT ON (e->>0, e->>1) e
                        FROM jsonb_array_elements(item->'columns') AS e LOOP
                 EXECUTE format('LOCK TABLE %I.%I IN SHARE ROW EXCLUSIVE MODE',
                                col->>0, col->>1);
             END LOOP;
-            FOR col IN SELECT jsonb_array_elements(item->'columns') LOOP
-                EXECUTE format('SELECT %s(%I)::numeric FROM %I.%I',
-                               CASE WHEN (item->>'increment')::bigint < 0 THEN 'min'
-                                    ELSE 'max' END,
-                               col->>2, col->>0, col->>1) INTO value;
-                IF value IS NOT NULL AND (CASE WHEN (item->>'increment')::bigint < 0
-                                               THEN value < edge ELSE value > edge END) THEN
-                    edge := value;  -- written since measured: go past it instead
-                    target := value;
-                    called := true;
-                END IF;
-            END LOOP;
+            {measure_edge}
+            IF edge IS NOT NULL AND (CASE WHEN (item->>'descending')::boolean
+                                          THEN edge < planned ELSE edge > planned END) THEN
+                target := edge;  -- written since measured: go past it instead
+                called := true;
+            ELSE
+                edge := planned;
+            END IF;
         END IF;
         {read_state}
         next := CASE WHEN is_called THEN last_value::numeric + (item->>'increment')::bigint
@@ -272,13 +279,26 @@ BEGIN
             PERFORM setval((item->>'oid')::oid::regclass, target::bigint, called);
             applied := applied || (item->>'oid')::bigint;
             edges := edges || edge;
+            done := done || item;
+            values_set := values_set || target::bigint;
+            called_set := called_set || called;
         END IF;
         IF (item->>'commit')::boolean THEN
             COMMIT;
         END IF;
     END LOOP;
+    -- Once all are set, read them again: one that moved on was drawn from by other sessions
+    -- while the repair ran (a cheap state read, not another MAX per table).
+    FOREACH item IN ARRAY done LOOP
+        i := i + 1;
+        {read_state}
+        IF last_value IS DISTINCT FROM values_set[i] OR is_called IS DISTINCT FROM called_set[i]
+        THEN
+            moved := moved || (item->>'oid')::bigint;
+        END IF;
+    END LOOP;
     PERFORM set_config('client_min_messages', 'notice', true);
     RAISE NOTICE USING ERRCODE = '{code}',
-        MESSAGE = json_build_array(applied, edges)::text;
+        MESSAGE = json_build_array(applied, edges, moved)::text;
 END
 """

@@ -31,6 +31,7 @@ from .sequence_sql import (
     BATCH_LOCKS,
     DISCOVER,
     MEASURE,
+    MEASURE_EDGE,
     PREPARE_DISCOVERY,
     READ_STATE,
     RESULT_CODE,
@@ -117,6 +118,7 @@ def _run_block(conn: Connection, template: str, items: list[dict[str, object]]) 
     body = template.format(
         input=sql.Literal(json.dumps(items)).as_string(conn) + "::jsonb",
         read_state=READ_STATE[version],
+        measure_edge=MEASURE_EDGE,
         code=RESULT_CODE,
     )
     results: list[str] = []
@@ -167,12 +169,19 @@ def measure(conn: Connection, seqs: Sequence[SequenceInfo], budget: int) -> Meas
                                 for oid, edge in zip(oids, edges, strict=True)})
 
 
+@dataclass(frozen=True)
+class Applied:
+    edges: dict[int, int]  # sequence oid -> the edge it was moved past
+    drawn_from: set[int]  # moved, then used by other sessions before the repair ended
+
+
 def apply(conn: Connection, moves: Sequence[Planned], budget: int, *, lock: bool = False
-          ) -> dict[int, int]:
-    """The setval calls of the planned moves; the sequences actually moved, each with the
-    edge it was moved past (measured again under SHARE ROW EXCLUSIVE locks with `lock`)."""
+          ) -> Applied:
+    """The setval calls of the planned moves: the sequences actually moved, each with the
+    edge it was moved past (measured again under SHARE ROW EXCLUSIVE locks with `lock`), and
+    those of them that other sessions drew from before the block ended."""
     if not moves:
-        return {}
+        return Applied({}, set())
     by_oid = {item.seq.oid: item.fix for item in moves}
     items: list[dict[str, object]] = []
     for seq, commit in _with_commits([item.seq for item in moves], budget):
@@ -185,12 +194,14 @@ def apply(conn: Connection, moves: Sequence[Planned], budget: int, *, lock: bool
             "forward": fix.action is Action.FIXED, "commit": commit}
         if lock:
             item["columns"] = [[c.schema, c.table, c.name] for c in seq.columns]
+            item["descending"] = seq.descending
         items.append(item)
     if lock:  # never wait forever behind a long writer: its own lock_timeout, else 5 s
         conn.execute("SELECT set_config('lock_timeout', %s, false) "
                      "WHERE current_setting('lock_timeout') = '0'", (LOCK_TIMEOUT,))
-    oids, edges = _run_block(conn, APPLY, items)
-    return {int(oid): int(edge) for oid, edge in zip(oids, edges, strict=True)}
+    oids, edges, moved = _run_block(conn, APPLY, items)
+    return Applied({int(oid): int(edge) for oid, edge in zip(oids, edges, strict=True)},
+                   {int(oid) for oid in moved})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,33 +248,26 @@ def _repair_share(conn: Connection, seqs: Sequence[SequenceInfo], budget: int,
         return planned
     applied = apply(conn, [item for item in planned if item.fix.action in _MOVES], budget,
                     lock=lock)
-    done = [
-        Planned(item.seq, _applied(item, applied[item.seq.oid])) if item.seq.oid in applied
+    return [
+        Planned(item.seq, _applied(item, applied, lock)) if item.seq.oid in applied.edges
         else Planned(item.seq, _moved_meanwhile(item.fix)) if item.fix.action in _MOVES
         else item
         for item in planned
     ]
-    if lock or not applied:
-        return done
-    # Without locks a writer with explicit ids may have slipped past the new value: look again.
-    again = {item.seq.oid: item.fix for item in _survey_share(
-        conn, [item.seq for item in done if item.seq.oid in applied], budget, False)}
-    return [Planned(item.seq, _overtaken(item.fix, again[item.seq.oid]))
-            if item.seq.oid in again and again[item.seq.oid].lagging else item
-            for item in done]
 
 
-def _applied(item: Planned, edge: int) -> SequenceFix:
-    """The fix as made; under --lock the data may have grown since it was planned."""
-    if edge == item.fix.edge:
-        return replace(item.fix, applied=True)
-    return replace(item.fix, applied=True, edge=edge, next_after=edge + item.seq.increment)
-
-
-def _overtaken(fix: SequenceFix, now: SequenceFix) -> SequenceFix:
-    return replace(fix, action=Action.FAILED, reason=(
-        f"rows written during the repair took its {now.edge_kind} to {now.edge}, past the "
-        f"new value: run again, with --lock to hold writers off meanwhile"))
+def _applied(item: Planned, applied: Applied, lock: bool) -> SequenceFix:
+    """The fix as made: under --lock the data may have grown since it was planned; a
+    sequence other sessions drew from meanwhile is worth a word."""
+    fix = replace(item.fix, applied=True)
+    edge = applied.edges[item.seq.oid]
+    if edge != fix.edge:
+        fix = replace(fix, edge=edge, next_after=edge + item.seq.increment)
+    if item.seq.oid in applied.drawn_from:
+        fix = replace(fix, reason="other sessions drew from it during the repair" + (
+            "" if lock else ": writers were active; run again with --lock to be sure none "
+            "inserted an explicit id under the new value"))
+    return fix
 
 
 def _moved_meanwhile(fix: SequenceFix) -> SequenceFix:

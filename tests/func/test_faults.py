@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -203,6 +202,9 @@ def test_protected_targets_need_confirm(target: str, tmp_path: Path) -> None:
                                 env=env))
     assert code == 2 and f'Database "{_name(target)}" is protected (it matches "rt_fault*")' \
         in err and f"--confirm {_name(target)}" in err
+    code, _, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target, "--replace",
+                                "--confirm", "some_other_db", env=env))
+    assert code == 2 and "is protected" in err
     code, _, err = _finish(_cli("fix-sequences", "--database-url", target, env=env))
     assert code == 2 and "is protected" in err
     code, _, _ = _finish(_cli("fix-sequences", "--dry-run", "--database-url", target, env=env))
@@ -220,19 +222,27 @@ def test_protected_targets_need_confirm(target: str, tmp_path: Path) -> None:
 
 def test_fix_sequences_lock_keeps_a_concurrent_writer_from_slipping_under(
         main_db: str) -> None:
-    execute(main_db, "CREATE TABLE ledger (id serial PRIMARY KEY, note text);"
-                     "INSERT INTO ledger (id, note) "
-                     "SELECT g, 'import' FROM generate_series(1, 50) g")
+    execute(main_db, """
+        CREATE TABLE account (id serial PRIMARY KEY);
+        INSERT INTO account SELECT generate_series(1, 10);
+        CREATE TABLE ledger (id serial PRIMARY KEY, note text);
+        INSERT INTO ledger (id, note) SELECT g, 'import' FROM generate_series(1, 50) g;
+    """)
     writer = psycopg.connect(main_db)
     writer.execute("INSERT INTO ledger (id, note) VALUES (150, 'still importing')")
-    # the repair measures max = 50, then waits for the writer's lock; the writer commits
-    timer = threading.Timer(0.5, writer.commit)
-    timer.start()
-    code, out, err = _finish(_cli("fix-sequences", "--lock", "--database-url", main_db))
-    timer.join()
+    # the repair measures ledger's max as 50, moves account, then waits for the writer's lock
+    repair = _cli("fix-sequences", "--lock", "--jobs", "1", "--database-url", main_db)
+    _until(lambda: scalar(main_db, "SELECT count(*) FROM pg_stat_activity WHERE "
+                          "application_name = 'restore-tool' AND wait_event_type = 'Lock'") == 1)
+    scalar(main_db, "SELECT nextval('account_id_seq')")  # the app keeps inserting meanwhile
+    writer.commit()
     writer.close()
+    code, out, err = _finish(repair)
     assert code == 0, out + err
-    assert "✅ Fixed ledger.id sequence (max: 150, next: 151)" in out
+    lines = out.splitlines()
+    assert "✅ Fixed ledger.id sequence (max: 150, next: 151)" in lines  # measured under lock
+    assert ("✅ Fixed account.id sequence (max: 10, next: 11); other sessions drew from it "
+            "during the repair") in lines
     execute(main_db, "INSERT INTO ledger (note) VALUES ('app')")  # no duplicate key
     assert scalar(main_db, "SELECT count(*) FROM ledger") == 52  # no row lost
 
@@ -303,3 +313,5 @@ def test_scratch_restores_into_a_throwaway_server_and_deletes_it(tmp_path: Path)
     assert set(Path(tempfile.gettempdir()).glob("restore-tool-scratch-*")) == before
     code, _, err = _finish(_cli("restore", str(SAMPLE), "--scratch", "--replace"))
     assert code == 2 and "--scratch restores into a temporary server" in err
+    code, _, err = _finish(_cli("restore", str(SAMPLE), "--wait-connections", "3"))
+    assert code == 2 and "--wait-connections only makes sense with --replace" in err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from restore_tool.config import load_project
+from restore_tool.config import Project, load_project, protected_by
 from restore_tool.errors import ConfigError
 from restore_tool.smoke_sql import Attempt, ColumnInfo, ForeignKey, TableInfo, build, invent
 
@@ -65,7 +65,20 @@ def test_a_project_file_is_read_and_checked(tmp_path: Path) -> None:
     assert project.smoke_rows[0].label == "app.user"
     assert dict(project.smoke_rows[0].values) == {"hub_id": 1}
     for text in ("smoke_timeout = 0\n", "smoke = 3\n", "[[smoke]]\ntable = 'a'\nvalues = 2\n",
-                 "[[smoke]]\ntable = 'a'\ncolumns = {}\n"):
+                 "[[smoke]]\ntable = 'a'\ncolumns = {}\n", "[[smoke]]\ntable = 'a'\nschema = 1\n",
+                 "protected = '*prod*'\n", "protected = ['']\n"):
         (tmp_path / "restore-tool.toml").write_text(text)
         with pytest.raises(ConfigError):
             load_project(cwd=tmp_path)
+
+
+def test_protected_patterns_match_name_or_host_from_file_and_environment() -> None:
+    project = Project(protected=("*PROD*",))
+    assert protected_by("host=db1 dbname=app_prod", project, {}) == "*PROD*"
+    assert protected_by("host=db1 dbname=app", project, {}) is None
+    env = {"RESTORE_TOOL_PROTECTED": " staging , db-main.internal"}
+    assert protected_by("host=db-main.internal dbname=app", Project(), env) == \
+        "db-main.internal"
+    assert protected_by("host=other dbname=staging", Project(), env) == "staging"
+    assert protected_by("host=other dbname=app", Project(), {"RESTORE_TOOL_PROTECTED": ""}) \
+        is None
