@@ -17,7 +17,7 @@ from . import db, sequences, smoke
 from .config import Settings, mask, password_of, scrub
 from .db import Connection
 from .errors import ExitCode, RestoreToolError
-from .sequence_plan import Action, SequenceFix
+from .sequences.plan import Action, SequenceFix
 
 REPAIR_SEQUENCES = "repair sequences"
 CHECK_SEQUENCES = "check sequences"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 
-from .archive import Dump
-from .load import LoadError
 from .pipeline import (
     CHECK_SEQUENCES,
     REPAIR_SEQUENCES,
@@ -16,7 +14,9 @@ from .pipeline import (
     StepResult,
     count,
 )
-from .sequence_plan import Action, SequenceFix
+from .restore.archive import Dump
+from .restore.load import LoadError
+from .sequences.plan import Action, SequenceFix
 from .smoke import SmokeResult, Verdict
 
 ICONS = {Status.PASSED: "✅", Status.FAILED: "❌", Status.WARNING: "⚠️ ", Status.SKIPPED: "⏭️ "}

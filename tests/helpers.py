@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from restore_tool.config import Settings
-from restore_tool.sequence_plan import SequenceFix
+from restore_tool.sequences.plan import SequenceFix
 from tests.servers import embedded_bin_dir, sql_script
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -13,7 +13,7 @@ from psycopg.conninfo import make_conninfo
 
 from restore_tool import pipeline
 from restore_tool.pipeline import Status
-from restore_tool.sequence_plan import Action
+from restore_tool.sequences.plan import Action
 from tests.helpers import SHARED, by_label, execute, load_chinook, nextval, scalar, settings
 from tests.servers import Server
 

@@ -14,10 +14,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from restore_tool import archive, report, restore
+from restore_tool import report, restore
 from restore_tool.errors import MissingBinary
 from restore_tool.pipeline import Status
-from restore_tool.sequence_plan import Action
+from restore_tool.restore import archive
+from restore_tool.sequences.plan import Action
 from tests.helpers import by_label, execute, load_chinook, pg_dump, row_counts, scalar, settings
 from tests.servers import Server, embedded_bin_dir, scratch_database
 

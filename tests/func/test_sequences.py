@@ -14,7 +14,7 @@ import pytest
 from psycopg.rows import TupleRow
 
 from restore_tool import pipeline, sequences
-from restore_tool.sequence_plan import Action, SequenceFix
+from restore_tool.sequences.plan import Action, SequenceFix
 from tests.helpers import by_label, execute, nextval, scalar, settings
 from tests.servers import Server, cluster, embedded_bin_dir, scratch_database
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from restore_tool.load import LoadError, RestoreLog
+from restore_tool.restore.load import LoadError, RestoreLog
 
 SERIAL = """\
 pg_restore: connecting to database for restore
@@ -57,7 +57,7 @@ def test_parallel_progress_counts_items_once() -> None:
 
 
 def test_plain_set_lines_an_older_server_does_not_know() -> None:
-    from restore_tool.load import Server, _known, _setting_of
+    from restore_tool.restore.load import Server, _known, _setting_of
 
     pg15 = Server(15, frozenset({"statement_timeout", "lock_timeout"}))
     assert not _known(_setting_of(b"SET transaction_timeout = 0;\n"), pg15)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from restore_tool.sequence_plan import (
+from restore_tool.sequences.plan import (
     Action,
     Column,
     SequenceInfo,

@@ -13,7 +13,7 @@ from restore_tool.pipeline import (
     smoke_outcome,
 )
 from restore_tool.report import render, to_json
-from restore_tool.sequence_plan import Action, SequenceFix
+from restore_tool.sequences.plan import Action, SequenceFix
 from restore_tool.smoke import SmokeResult, Verdict
 
 FIXES = (

@@ -10,7 +10,7 @@ import pytest
 
 from restore_tool.config import Project, load_project, protected_by
 from restore_tool.errors import ConfigError
-from restore_tool.smoke_sql import Attempt, ColumnInfo, ForeignKey, TableInfo, build, invent
+from restore_tool.smoke.sql import Attempt, ColumnInfo, ForeignKey, TableInfo, build, invent
 
 
 def column(name: str, category: str, type_: str, typmod: int = -1, *, not_null: bool = True,

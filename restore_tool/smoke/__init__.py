@@ -9,13 +9,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import errors
+from psycopg.sql import SQL, Identifier
 
-from . import db
-from .config import SmokeRow
-from .db import Connection
-from .sequence_plan import display_name
-from .smoke_sql import TABLES, UNIQUE_COLUMNS, Attempt, Insert, TableInfo, build, configured
+from .. import db
+from ..config import SmokeRow
+from ..db import Connection
+from ..sequences.plan import display_name
+from .sql import TABLES, UNIQUE_COLUMNS, Attempt, Insert, TableInfo, build, configured
 
 MAX_ATTEMPTS = 3
 # Tables per rolled-back transaction: keeps each transaction short (it holds back vacuum while
@@ -194,8 +195,8 @@ def _no_row_reason(conn: Connection, insert: Insert) -> str:
     """Why the INSERT ... SELECT found no row: a referenced table is empty, or every row of
     it is already referenced where the reference must be unique."""
     for fk in insert.sources:
-        query = sql.SQL("SELECT EXISTS (SELECT FROM {})").format(
-            sql.Identifier(fk.ref_schema, fk.ref_table))
+        query = SQL("SELECT EXISTS (SELECT FROM {})").format(
+            Identifier(fk.ref_schema, fk.ref_table))
         row = conn.execute(query).fetchone()
         if row is not None and not row[0]:
             return f"{display_name(fk.ref_schema, fk.ref_table)} is empty: no row to refer to"
@@ -217,14 +218,14 @@ WHERE c.oid = to_regclass(%s)
 
 def _configured(conn: Connection, row: SmokeRow) -> tuple[int | None, SmokeResult]:
     """A configured row must go in as given: any error fails it with the database's words."""
-    name = sql.Identifier(row.schema, row.table) if row.schema else sql.Identifier(row.table)
+    name = Identifier(row.schema, row.table) if row.schema else Identifier(row.table)
     found = conn.execute(_RESOLVE, (name.as_string(conn),)).fetchone()
     if found is None:
         return None, SmokeResult(row.label, Verdict.FAILED,
                                  f'relation "{row.label}" does not exist', configured=True)
     oid, schema, table = found
     label = display_name(schema, table)
-    statement, params = configured(sql.Identifier(schema, table), row.values)
+    statement, params = configured(Identifier(schema, table), row.values)
     try:
         with conn.transaction(force_rollback=True):
             conn.execute(statement, params)

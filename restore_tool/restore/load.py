@@ -14,11 +14,11 @@ from pathlib import Path
 
 from psycopg import sql
 
-from . import db, pgtools
+from .. import db, pgtools
+from ..db import Connection
+from ..errors import SwapBlocked
+from ..pgtools import Tool
 from .archive import Dump
-from .db import Connection
-from .errors import SwapBlocked
-from .pgtools import Tool
 
 # done, total, what is being loaded
 Progress = Callable[[int, int, str], None]

@@ -16,13 +16,11 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from . import archive, db, embedded, load, pgtools, sequences, smoke
-from .archive import Dump
-from .config import Settings, mask, password_of
-from .errors import BadInput, Interrupted, RestoreToolError
-from .load import Progress
-from .pgtools import Tool
-from .pipeline import (
+from .. import db, embedded, pgtools, sequences, smoke
+from ..config import Settings, mask, password_of
+from ..errors import BadInput, Interrupted, RestoreToolError
+from ..pgtools import Tool
+from ..pipeline import (
     CHECK_SEQUENCES,
     REPAIR_SEQUENCES,
     SMOKE_TEST,
@@ -37,6 +35,9 @@ from .pipeline import (
     run_steps,
     smoke_test,
 )
+from . import archive, load
+from .archive import Dump
+from .load import Progress
 
 
 @dataclass(frozen=True)

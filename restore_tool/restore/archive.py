@@ -12,9 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import pgtools
-from .errors import BadInput, CommandFailed, MissingBinary
-from .pgtools import Tool
+from .. import pgtools
+from ..errors import BadInput, CommandFailed, MissingBinary
+from ..pgtools import Tool
 
 # Outer compression of a dump file, by magic number; the tool that removes it.
 WRAPPERS = {b"\x1f\x8b": "gzip", b"\x28\xb5\x2f\xfd": "zstd", b"\x04\x22\x4d\x18": "lz4"}

@@ -8,14 +8,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from psycopg import sql
 from psycopg.errors import Diagnostic
 from psycopg.rows import args_row
+from psycopg.sql import SQL, Literal
 
-from . import db
-from .db import Connection
-from .errors import CommandFailed
-from .sequence_plan import (
+from .. import db
+from ..db import Connection
+from ..errors import CommandFailed
+from .plan import (
     Action,
     Column,
     SequenceFix,
@@ -26,7 +26,7 @@ from .sequence_plan import (
     setval_args,
     unreadable_reason,
 )
-from .sequence_sql import (
+from .sql import (
     APPLY,
     BATCH_LOCKS,
     DISCOVER,
@@ -116,7 +116,7 @@ def _run_block(conn: Connection, template: str, items: list[dict[str, object]]) 
         raise ValueError("sequence blocks commit as they go: use an autocommit connection")
     version = 18 if conn.info.server_version >= 180000 else 0
     body = template.format(
-        input=sql.Literal(json.dumps(items)).as_string(conn) + "::jsonb",
+        input=Literal(json.dumps(items)).as_string(conn) + "::jsonb",
         read_state=READ_STATE[version],
         measure_edge=MEASURE_EDGE,
         code=RESULT_CODE,
@@ -129,7 +129,7 @@ def _run_block(conn: Connection, template: str, items: list[dict[str, object]]) 
 
     conn.add_notice_handler(collect)
     try:
-        conn.execute(sql.SQL("DO {}").format(sql.Literal(body)))
+        conn.execute(SQL("DO {}").format(Literal(body)))
     finally:
         conn.remove_notice_handler(collect)
     if len(results) != 1:
