@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CLI := $(BIN)/restore-tool
 
-.PHONY: setup demo test lint restore db-fix-sequences verify bench sample-dump clean
+.PHONY: setup demo test lint wheel restore db-fix-sequences verify bench sample-dump clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,14 @@ test: setup
 	$(BIN)/pytest
 
 lint: setup
-	$(BIN)/ruff check restore_tool tests bench
+	$(BIN)/ruff check restore_tool tests bench backups
 	$(BIN)/mypy
+
+# Builds the wheel into dist/ and lists what it holds (every subpackage, py.typed)
+wheel: setup
+	rm -rf dist
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
+	$(BIN)/python -m zipfile -l dist/restore_tool-*.whl
 
 db-fix-sequences: setup
 	$(CLI) fix-sequences
@@ -49,4 +55,4 @@ sample-dump: setup
 	$(BIN)/python backups/build_sample.py
 
 clean:
-	rm -rf $(VENV) .restore-tool
+	rm -rf $(VENV) .restore-tool dist build

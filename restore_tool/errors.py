@@ -4,6 +4,11 @@ a hint and an exit code, and is rendered in one place (the CLI)."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
+
+import psycopg
+
+from .conninfo import scrub
 
 
 class ExitCode(enum.IntEnum):
@@ -59,9 +64,18 @@ class EmbeddedServerError(RestoreToolError):
 
 
 class CommandFailed(RestoreToolError):
-    """A child process (psql, pg_restore, ...) exited with an error."""
+    """A child process (psql, pg_restore, ...) exited with an error: its argv (which never
+    holds a password), its exit code and the last lines of its stderr."""
 
     exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str, hint: str | None = None, *,
+                 argv: Sequence[str] = (), returncode: int | None = None,
+                 stderr: Sequence[str] = ()) -> None:
+        super().__init__(message, hint)
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = tuple(stderr)
 
 
 class Busy(RestoreToolError):
@@ -81,3 +95,19 @@ class SwapBlocked(RestoreToolError):
     would not leave): nothing was swapped."""
 
     exit_code = ExitCode.FAILED
+
+
+class DatabaseError(RestoreToolError):
+    """The server refused a statement outside any step (the lock query, a catalog read)."""
+
+    exit_code = ExitCode.FAILED
+
+
+def from_database(error: psycopg.Error, secret: str | None = None) -> DatabaseError:
+    """The server's own words (primary message and detail), scrubbed of secrets."""
+    diag = error.diag
+    lines = str(error).strip().splitlines()
+    message = diag.message_primary or (lines[0] if lines else type(error).__name__)
+    if diag.message_detail:
+        message = f"{message} ({diag.message_detail})"
+    return DatabaseError(scrub(message, secret))

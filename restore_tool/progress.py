@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from .restore.load import Progress as Callback
+from .pipeline import Progress as Callback
 
 PLAIN_EVERY = 5.0  # seconds between plain lines
 

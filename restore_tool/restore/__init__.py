@@ -17,31 +17,20 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from .. import db, embedded, pgtools, sequences, smoke
-from ..config import Settings, mask, password_of
+from ..config import Settings
+from ..conninfo import dbname, maintenance, mask, password_of, url, with_dbname
 from ..errors import BadInput, Interrupted, RestoreToolError
 from ..pgtools import Tool
-from ..pipeline import (
-    CHECK_SEQUENCES,
-    REPAIR_SEQUENCES,
-    SMOKE_TEST,
-    Outcome,
-    Report,
-    Status,
-    Step,
-    StepResult,
-    check_outcome,
-    default_jobs,
-    repair_outcome,
-    run_steps,
-    smoke_test,
-)
-from . import archive, load
+from ..pipeline import Outcome, Progress, Report, Status, Step, StepName, StepResult, run_steps
+from . import archive, hooks, load, swap
 from .archive import Dump
-from .load import Progress
 
 
 @dataclass(frozen=True)
 class Options:
+    """What the user asked of a restore (the CLI's flags). Which of them go together is
+    checked by `commands.restore`."""
+
     replace: bool = False  # restore next to the target and swap it in when all passed
     drop_old: bool = False  # drop the replaced database instead of keeping it renamed
     jobs: int | None = None  # pg_restore -j, vacuumdb -j, sequence connections
@@ -49,10 +38,8 @@ class Options:
     migrate: str | None = None  # e.g. "alembic upgrade head", with DATABASE_URL set
     post_sql: tuple[Path, ...] = ()
     analyze: bool = True
-    smoke: smoke.Plan | None = smoke.AUTOMATIC  # None: --no-smoke
     wait_connections: float | None = None  # seconds for sessions to leave; None: end them
     pg_bin: tuple[Path, ...] = ()
-    facts: tuple[tuple[str, str], ...] = ()  # e.g. ("Config", "restore-tool.toml")
 
 
 def inspect(path: Path, pg_bin: Sequence[Path] = ()) -> Dump:
@@ -69,6 +56,7 @@ class _Run:
     settings: Settings
     path: Path
     options: Options
+    smoke: smoke.Plan | None  # None: --no-smoke
     progress: Progress | None
     work: Path
     stack: ExitStack
@@ -81,42 +69,46 @@ class _Run:
     into: str = ""  # the database being loaded: the target itself, or a scratch one
     created: bool = False  # we created `into`: drop it if anything fails
     old: str | None = None  # the target's new name after a swap
-    current: str = "preflight"  # the step running
+    current: StepName = StepName.PREFLIGHT  # the step running
     discarded: str | None = None  # what cleaning up after a failure left, once done
     tools: dict[str, Tool] = field(default_factory=dict)
+    facts_given: list[tuple[str, str]] = field(default_factory=list)  # e.g. the config file
     facts: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def jobs(self) -> int:
-        return self.options.jobs or default_jobs()
+        return self.options.jobs or db.default_jobs()
 
     @property
     def into_info(self) -> str:
-        return db.with_dbname(self.info, self.into)
+        return with_dbname(self.info, self.into)
 
 
-def run(settings: Settings, path: Path, options: Options = Options(),
-        progress: Progress | None = None) -> Report:
+def run(settings: Settings, path: Path, options: Options = Options(), *,
+        smoke_plan: smoke.Plan | None = smoke.AUTOMATIC,
+        facts: Iterable[tuple[str, str]] = (), progress: Progress | None = None) -> Report:
     """Restore the dump at `path` into the target; the report of every step. Holds the
     target's lock throughout; on Ctrl-C or SIGTERM (raised as KeyboardInterrupt) drops what
-    this run created and raises Interrupted saying so."""
+    this run created and raises Interrupted saying so. Policy (protected targets, which
+    options go together) is `commands.restore`'s."""
     with tempfile.TemporaryDirectory(prefix="restore-tool-") as work, ExitStack() as stack:
-        state = _Run(settings, path, options, progress, Path(work), stack)
-        state.info = db.conninfo(settings)
+        state = _Run(settings, path, options, smoke_plan, progress, Path(work), stack)
+        state.facts_given = list(facts)
+        state.info = db.target_info(settings)
         stack.enter_context(db.target_lock(state.info, "restore"))
 
-        def step(name: str, body: Callable[[_Run], Outcome]) -> Step:
+        def step(name: StepName, body: Callable[[_Run], Outcome]) -> Step:
             def started() -> Outcome:
                 state.current = name
                 return body(state)
             return Step(name, started)
 
-        steps = [step("preflight", _preflight), step("load", _load),
-                 step("post-restore", _post_restore), step(REPAIR_SEQUENCES, _repair),
-                 step("analyze", _analyze), step(SMOKE_TEST, _smoke),
-                 step(CHECK_SEQUENCES, _verify)]
+        steps = [step(StepName.PREFLIGHT, _preflight), step(StepName.LOAD, _load),
+                 step(StepName.POST_RESTORE, _post_restore),
+                 step(StepName.REPAIR_SEQUENCES, _repair), step(StepName.ANALYZE, _analyze),
+                 step(StepName.SMOKE_TEST, _smoke), step(StepName.CHECK_SEQUENCES, _verify)]
         if options.replace:
-            steps.append(step("swap", _swap))
+            steps.append(step(StepName.SWAP, _swap))
         results: tuple[StepResult, ...] = ()
         try:
             results = run_steps(steps, secret=password_of(state.info))
@@ -139,15 +131,18 @@ def run(settings: Settings, path: Path, options: Options = Options(),
 SCRATCH_DATABASE = "restore_check"
 
 
-def run_scratch(path: Path, options: Options = Options(),
-                progress: Progress | None = None) -> Report:
+def run_scratch(path: Path, options: Options = Options(), *,
+                smoke_plan: smoke.Plan | None = smoke.AUTOMATIC,
+                facts: Iterable[tuple[str, str]] = (), progress: Progress | None = None
+                ) -> Report:
     """`restore --scratch`: the whole pipeline into a temporary embedded PostgreSQL that is
     deleted afterwards, whatever happened: is this backup restorable?"""
     with embedded.temporary() as admin:
         target = make_conninfo(admin, dbname=SCRATCH_DATABASE)
         settings = Settings(target, "--scratch: a temporary embedded PostgreSQL, deleted "
                             "afterwards", Path(admin))
-        return run(settings, path, replace(options, replace=False, drop_old=False), progress)
+        return run(settings, path, replace(options, replace=False, drop_old=False),
+                   smoke_plan=smoke_plan, facts=facts, progress=progress)
 
 
 @contextmanager
@@ -167,7 +162,7 @@ def _signals_held() -> Iterator[None]:
 
 @contextmanager
 def _maintenance(state: _Run) -> Iterator[db.Connection]:
-    with closing(db.connect(db.maintenance(state.info))) as conn:
+    with closing(db.connect(maintenance(state.info))) as conn:
         yield conn
 
 
@@ -184,7 +179,7 @@ def _preflight(state: _Run) -> Outcome:
     if dump.has_create:
         raise BadInput(f"{state.path} was dumped with --create: it would restore into its own "
                        "database, not the target.", "Dump it again without --create.")
-    state.target = db.dbname(state.info)
+    state.target = dbname(state.info)
     with _maintenance(state) as conn:
         state.server = load.Server(
             conn.info.server_version // 10000,
@@ -207,10 +202,10 @@ def _preflight(state: _Run) -> Outcome:
     state.facts = [
         ("Dump", f"{state.path} ({dump.describe()})"),
         ("Tools", _tools_fact(state.tools.values())),
-        *options.facts,
+        *state.facts_given,
     ]
     summary = (f"{dump.format} dump, {dump.counts.get('tables', 0)} tables; "
-               f"{dump.reader.name} {'.'.join(map(str, dump.reader.version))} into "
+               f"{dump.reader.name} {dump.reader.version_text} into "
                f"PostgreSQL {state.server.major}")
     return Outcome(Status.PASSED, summary)
 
@@ -220,7 +215,7 @@ def _tools_fact(tools: Iterable[Tool]) -> str:
     by_dir: dict[Path, list[str]] = {}
     for tool in dict.fromkeys(tools):
         by_dir.setdefault(tool.path.parent, []).append(
-            f"{tool.name} {'.'.join(map(str, tool.version))}")
+            f"{tool.name} {tool.version_text}")
     return "; ".join(f"{', '.join(names)} (from {folder})" for folder, names in by_dir.items())
 
 
@@ -264,38 +259,37 @@ def _post_restore(state: _Run) -> Outcome:
         return Outcome(Status.SKIPPED, "no --migrate or --post-sql")
     done = []
     if options.migrate:
-        load.migrate(options.migrate, db.url(state.into_info))
+        hooks.migrate(options.migrate, url(state.into_info, keep_password=True))
         done.append(f"ran {options.migrate!r}")
     for script in options.post_sql:
-        load.post_sql(state.tools["psql"], state.into_info, script)
+        hooks.post_sql(state.tools["psql"], state.into_info, script)
         done.append(f"ran {script}")
     return Outcome(Status.PASSED, "; ".join(done))
 
 
 def _repair(state: _Run) -> Outcome:
     with closing(db.connect(state.into_info)) as conn:
-        return repair_outcome(sequences.repair(
+        return sequences.repair_outcome(sequences.repair(
             conn, jobs=state.jobs, connect=lambda: db.connect(state.into_info)))
 
 
 def _analyze(state: _Run) -> Outcome:
     if not state.options.analyze:
         return Outcome(Status.SKIPPED, "--no-analyze: the planner has no statistics yet")
-    load.analyze(state.tools["vacuumdb"], state.into_info, state.jobs)
+    hooks.analyze(state.tools["vacuumdb"], state.into_info, state.jobs)
     return Outcome(Status.PASSED, f"planner statistics rebuilt ({state.jobs} jobs)")
 
 
 def _smoke(state: _Run) -> Outcome:
-    if state.options.smoke is None:
+    if state.smoke is None:
         return Outcome(Status.SKIPPED, "--no-smoke")
     with closing(db.connect(state.into_info)) as conn:
-        return smoke_test(conn, lambda: db.connect(state.into_info), state.options.smoke,
-                          state.jobs)
+        return smoke.step(conn, lambda: db.connect(state.into_info), state.smoke, state.jobs)
 
 
 def _verify(state: _Run) -> Outcome:
     with closing(db.connect(state.into_info, read_only=True)) as conn:
-        return check_outcome(sequences.survey(
+        return sequences.check_outcome(sequences.survey(
             conn, jobs=state.jobs, connect=lambda: db.connect(state.into_info,
                                                               read_only=True)))
 
@@ -304,13 +298,13 @@ def _swap(state: _Run) -> Outcome:
     if state.old is None:
         return Outcome(Status.SKIPPED, f"{state.target} did not exist: restored in place")
     with _maintenance(state) as conn:
-        ended = load.clear_sessions(conn, state.target, wait=state.options.wait_connections)
+        ended = swap.clear_sessions(conn, state.target, wait=state.options.wait_connections)
         with _signals_held():
             try:
-                load.swap(conn, state.target, state.into, state.old,
+                swap.swap(conn, state.target, state.into, state.old,
                           drop_old=state.options.drop_old)
             except BaseException:
-                load.allow_connections(conn, state.target, True)
+                swap.allow_connections(conn, state.target, True)
                 raise
             state.created = False  # handed over: the target now
     summary = f"{state.into} is now {state.target}; " + (
@@ -332,7 +326,7 @@ def _discard(state: _Run) -> str:
 
 
 def _drop_created(state: _Run) -> str:
-    target = f'"{state.target or db.dbname(state.info)}"'
+    target = f'"{state.target or dbname(state.info)}"'
     if state.created and state.into:
         try:
             with _maintenance(state) as conn:
@@ -348,12 +342,12 @@ def _drop_created(state: _Run) -> str:
         return f"{target}, which this run created, was dropped again."
     if state.into and state.into == state.target and state.target_existed:
         return f"{target} was empty and may now hold part of the dump."
-    if state.current == "swap" and state.old is not None:
+    if state.current is StepName.SWAP and state.old is not None:
         return f"the swap had completed: {target} is the restored database."
     return f"nothing was changed in {target}."
 
 
-def _next_steps(state: _Run, failed: str, left: str | None) -> tuple[str, ...]:
+def _next_steps(state: _Run, failed: StepName, left: str | None) -> tuple[str, ...]:
     if left is not None and "could not be dropped" in left:
         kept = left[0].upper() + left[1:]
     elif not state.into or state.into != state.target or not state.target_existed:
@@ -362,18 +356,21 @@ def _next_steps(state: _Run, failed: str, left: str | None) -> tuple[str, ...]:
     else:  # loaded straight into an existing empty database
         kept = (f'Database "{state.target}" was empty and may now hold part of the dump: '
                 "run again with --replace, or drop and recreate it.")
-    hints = {
-        "preflight": "Fix what preflight names, then run the same command again.",
-        "load": "Read the errors above (TOC entry and message); --no-owner helps when roles "
-                "are missing.",
-        "post-restore": "Fix the migration or SQL hook, then run the restore again.",
-        REPAIR_SEQUENCES: "Run `restore-tool fix-sequences --dry-run` on a copy to see why.",
-        SMOKE_TEST: "An insert failed: a duplicate key on a value the database made means a "
-                    "sequence restore-tool cannot tie to a column (one a trigger or the "
-                    "application calls) lags; move it with setval in a --post-sql file. A "
-                    "configured row that fails needs fixing in restore-tool.toml.",
-        CHECK_SEQUENCES: "A sequence still lags after the repair: see the lines above.",
-        "swap": "Resolve what the swap names (sessions, prepared transactions), then run again.",
-    }
-    return (kept, hints.get(failed, "See the failed step above."))
+    return (kept, _HINTS[failed])
 
+
+_HINTS = {
+    StepName.PREFLIGHT: "Fix what preflight names, then run the same command again.",
+    StepName.LOAD: "Read the errors above (TOC entry and message); --no-owner helps when roles "
+                   "are missing.",
+    StepName.POST_RESTORE: "Fix the migration or SQL hook, then run the restore again.",
+    StepName.REPAIR_SEQUENCES: "Run `restore-tool fix-sequences --dry-run` on a copy to see why.",
+    StepName.ANALYZE: "Read vacuumdb's message above, or run with --no-analyze.",
+    StepName.SMOKE_TEST: "An insert failed: a duplicate key on a value the database made means "
+                         "a sequence restore-tool cannot tie to a column (one a trigger or the "
+                         "application calls) lags; move it with setval in a --post-sql file. "
+                         "A configured row that fails needs fixing in restore-tool.toml.",
+    StepName.CHECK_SEQUENCES: "A sequence still lags after the repair: see the lines above.",
+    StepName.SWAP: "Resolve what the swap names (sessions, prepared transactions), then run "
+                   "again.",
+}

@@ -35,7 +35,7 @@ _HEADER = re.compile(r"^;\s+(Archive created at|dbname|TOC Entries|Compression|D
 _PLAIN_HEADER = re.compile(r"^-- (Dumped from database version|Dumped by pg_dump version) (.*)$")
 # `3346; 1259 16393 TABLE public actor postgres` in `pg_restore -l`; an entry's kind is one
 # word unless it is one of these
-_TOC_LINE = re.compile(r"^\d+; \d+ \d+ (.*)$")
+_TOC_LINE = re.compile(r"^(\d+); \d+ \d+ (.*)$")
 _MULTIWORD = ("TABLE DATA", "TABLE ATTACH", "SEQUENCE SET", "SEQUENCE OWNED BY",
               "INDEX ATTACH", "FK CONSTRAINT", "DEFAULT ACL", "DATABASE PROPERTIES",
               "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "LARGE OBJECT", "BLOB METADATA",
@@ -101,7 +101,7 @@ class Dump:
             "pg_dump_version": self.pg_dump_version, "server_version": self.server_version,
             "dbname": self.dbname, "toc_entries": self.toc_entries, "counts": self.counts,
             "owners": list(self.owners),
-            "readers": [{"path": str(t.path), "version": ".".join(map(str, t.version))}
+            "readers": [{"path": str(t.path), "version": t.version_text}
                         for t in self.readers],
             "reader": str(self.reader.path) if self.readers else None,
         }
@@ -171,9 +171,8 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
         if tool is None:
             raise MissingBinary(f"{path} is {wrapper}-compressed and {wrapper} is not "
                                 "installed.", f"Install {wrapper}, or decompress it yourself.")
-        output = ["-o", str(target)] if wrapper == "zstd" else [str(target)]
         try:
-            pgtools.run([tool, "-d", "-q", "-f", str(path), *output])
+            pgtools.run(pgtools.decompress_cmd(Path(tool), path, target))
         except CommandFailed as error:
             raise BadInput(f"{path} could not be decompressed: {error.message}") from None
     yield inspect(path, target, wrapper, extra_bins), target
@@ -204,7 +203,7 @@ def _inspect_archive(path: Path, readable: Path, fmt: str, wrapper: str | None,
     failure = ""
     for tool in tools:
         try:
-            output = pgtools.run([str(tool.path), "-l", str(readable)])
+            output = pgtools.run(pgtools.pg_restore_list_cmd(tool, readable))
         except CommandFailed as error:
             failure = failure or error.message
             continue
@@ -212,22 +211,8 @@ def _inspect_archive(path: Path, readable: Path, fmt: str, wrapper: str | None,
         listing = listing or output
     if listing is None:
         raise _unreadable(path, readable, fmt, failure, tools)
-    header = {m.group(1): m.group(2) for line in listing.splitlines()
-              if (m := _HEADER.match(line))}
-    counts: Counter[str] = Counter()
-    owners: set[str] = set()
-    for line in listing.splitlines():
-        match = _TOC_LINE.match(line)
-        if match is None:
-            continue
-        entry = match.group(1)
-        kind = max((m for m in _MULTIWORD if entry.startswith(m + " ")), key=len,
-                   default=entry.split(" ", 1)[0])
-        if kind in _COUNTED:
-            counts[_COUNTED[kind]] += 1
-        owner = entry.rsplit(" ", 1)[-1] if kind != "EXTENSION" else ""
-        if owner and owner != "-":
-            owners.add(owner)
+    toc = parse_listing(listing)
+    header = toc.header
     return Dump(
         path=path, format=fmt, wrapper=wrapper,
         compression=header.get("Compression"),
@@ -236,10 +221,59 @@ def _inspect_archive(path: Path, readable: Path, fmt: str, wrapper: str | None,
         server_version=header.get("Dumped from database version"),
         dbname=header.get("dbname"),
         toc_entries=int(header["TOC Entries"]) if "TOC Entries" in header else None,
-        counts={name: counts[name] for name in _COUNTED.values()},
-        owners=tuple(sorted(owners)),
+        counts=toc.counts,
+        owners=toc.owners,
         readers=tuple(readers),
     )
+
+
+@dataclass(frozen=True)
+class TocEntry:
+    """One line of `pg_restore -l`: `3346; 1259 16393 TABLE public actor postgres`."""
+
+    dump_id: int
+    kind: str  # TABLE, TABLE DATA, MATERIALIZED VIEW DATA, ...
+    rest: str  # what follows the kind: schema, name and owner (or `-`)
+
+    @property
+    def owner(self) -> str | None:
+        """The entry's owner, the last word of the line (extensions name none)."""
+        owner = self.rest.rsplit(" ", 1)[-1] if self.kind != "EXTENSION" else ""
+        return owner if owner and owner != "-" else None
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What `pg_restore -l` says: the header's fields and every TOC entry."""
+
+    header: dict[str, str]
+    entries: tuple[TocEntry, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        found = Counter(_COUNTED[e.kind] for e in self.entries if e.kind in _COUNTED)
+        return {name: found[name] for name in _COUNTED.values()}
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        return tuple(sorted({e.owner for e in self.entries if e.owner is not None}))
+
+
+def parse_listing(text: str) -> Listing:
+    """Parse `pg_restore -l` output (pure): header lines start with `;`, entries with their
+    dump id; an entry's kind is one word unless it is one of the multi-word kinds."""
+    header = {m.group(1): m.group(2) for line in text.splitlines()
+              if (m := _HEADER.match(line))}
+    entries = []
+    for line in text.splitlines():
+        match = _TOC_LINE.match(line)
+        if match is None:
+            continue
+        dump_id, entry = int(match.group(1)), match.group(2)
+        kind = max((m for m in _MULTIWORD if entry.startswith(m + " ")), key=len,
+                   default=entry.split(" ", 1)[0])
+        entries.append(TocEntry(dump_id, kind, entry[len(kind):].strip()))
+    return Listing(header, tuple(entries))
 
 
 def _unreadable(path: Path, readable: Path, fmt: str, failure: str,
@@ -247,7 +281,7 @@ def _unreadable(path: Path, readable: Path, fmt: str, failure: str,
     """Why no pg_restore here reads the archive: too new for all of them, or damaged."""
     version = archive_version(readable)
     needed = READER_FOR_ARCHIVE.get(version[:2]) if version else None
-    newest = ".".join(map(str, tools[0].version))
+    newest = tools[0].version_text
     if version and (needed is None or needed > tools[0].version[0]):
         wanted = f"pg_restore {needed} or newer" if needed else "a newer pg_restore"
         return MissingBinary(

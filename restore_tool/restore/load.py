@@ -1,27 +1,22 @@
-"""The load and swap steps: pg_restore (in parallel where the format allows) or psql into a
-database, its errors read line by line, its progress reported; and the swap of a scratch
-database into the target's place."""
+"""The load: pg_restore (in parallel where the format allows) or psql into a database, its
+errors read line by line, its progress reported; and the database's own settings and comment
+as the archive carries them."""
 
 from __future__ import annotations
 
-import os
 import re
-import shlex
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from psycopg import sql
 
-from .. import db, pgtools
+from .. import pgtools
+from ..conninfo import child_env
 from ..db import Connection
-from ..errors import SwapBlocked
 from ..pgtools import Tool
+from ..pipeline import Progress
 from .archive import Dump
-
-# done, total, what is being loaded
-Progress = Callable[[int, int, str], None]
 
 # One line per TOC entry done: in a serial restore `creating TABLE "public.user"`,
 # `processing data for table "public.user"`, `executing SEQUENCE SET user_id_seq`; in a
@@ -61,17 +56,6 @@ class LoadError:
         return f"{prefix}{self.message}" + (f" (TOC entry {self.where})" if self.where else "")
 
 
-def restore_cmd(tool: Tool, conninfo: str, dump: Dump, readable: Path, *, jobs: int,
-                no_owner: bool) -> list[str]:
-    """pg_restore into `conninfo`, verbose (for progress), in parallel where it can."""
-    argv = [str(tool.path), "--verbose", "--dbname", conninfo]
-    if dump.parallel and jobs > 1:
-        argv += ["--jobs", str(jobs)]
-    if no_owner:
-        argv += ["--no-owner"]
-    return [*argv, str(readable)]
-
-
 @dataclass
 class RestoreLog:
     """Reads `pg_restore --verbose` line by line: progress (finished TOC items of `total`)
@@ -104,13 +88,14 @@ def load(conninfo: str, server: Server, dump: Dump, readable: Path, *, jobs: int
          no_owner: bool, progress: Progress | None = None) -> list[LoadError]:
     """Load the dump; every error met, the ones an older server is expected to meet marked
     tolerated. Plain SQL runs in one transaction, so its first error leaves nothing behind."""
-    conninfo, env = pgtools.child_env(conninfo)
+    conninfo, env = child_env(conninfo)
     newer_dump = server.major < _major(dump.pg_dump_version)
     if dump.format == "plain":
         return _load_plain(dump.reader, conninfo, env, readable, server if newer_dump else None,
                            progress)
-    argv = restore_cmd(dump.reader, conninfo, dump, readable, jobs=jobs, no_owner=no_owner)
-    log = RestoreLog(dump.toc_entries or 0, newer_dump, "--jobs" in argv, progress)
+    jobs = jobs if dump.parallel else 1
+    argv = pgtools.pg_restore_cmd(dump.reader, conninfo, readable, jobs=jobs, no_owner=no_owner)
+    log = RestoreLog(dump.toc_entries or 0, newer_dump, jobs > 1, progress)
     code = pgtools.stream(argv, env, log.feed)
     if code != 0 and not log.errors:
         log.errors.append(LoadError(None, f"pg_restore exited with code {code}"))
@@ -142,7 +127,7 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
         if match := _PSQL_ERROR.match(line.rstrip("\n")):
             errors.append(LoadError(f"line {match.group(1)}", match.group(2)))
 
-    argv = pgtools.psql_cmd(tool, conninfo, ["--single-transaction", "--quiet", "-f", "-"])
+    argv = pgtools.psql_script_cmd(tool, conninfo, None)
     code = pgtools.stream(argv, env, on_line, stdin=lines())
     if progress is not None:
         progress(total, total, "SQL script")
@@ -178,8 +163,8 @@ def database_settings(tool: Tool, readable: Path, empty_list: Path) -> list[tupl
     """(kind, rest) of each `ALTER DATABASE x SET ...` and `COMMENT ON DATABASE x IS ...`
     the archive carries."""
     empty_list.write_text("")
-    output = pgtools.run([str(tool.path), "--create", "--schema-only", "-L", str(empty_list),
-                          "-f", "-", str(readable)])
+    output = pgtools.run(pgtools.pg_restore_script_cmd(tool, readable, use_list=empty_list,
+                                                       create=True, schema_only=True))
     return [(m.group(1), m.group(3)) for line in output.splitlines()
             if (m := _DATABASE_LINE.match(line))]
 
@@ -189,114 +174,3 @@ def apply_database_settings(conn: Connection, dbname: str,
     for kind, rest in settings:
         conn.execute(sql.SQL("{} {} {}").format(
             sql.SQL(kind), sql.Identifier(dbname), sql.SQL(rest)))
-
-
-# ---------------------------------------------------------------------------------------------
-# Post-restore hooks
-
-
-def migrate(command: str, url: str) -> str:
-    """Run the user's migration command with DATABASE_URL set to the restored database."""
-    env = dict(os.environ, DATABASE_URL=url)
-    return pgtools.run(shlex.split(command), env)
-
-
-def post_sql(tool: Tool, conninfo: str, script: Path) -> None:
-    """Run an SQL file in one transaction, stopping at its first error."""
-    conninfo, env = pgtools.child_env(conninfo)
-    pgtools.run(pgtools.psql_cmd(tool, conninfo, ["--single-transaction", "--quiet", "-f",
-                                                  str(script)]), env)
-
-
-def analyze(tool: Tool, conninfo: str, jobs: int) -> None:
-    """One parallel ANALYZE pass: a fresh restore has no planner statistics."""
-    conninfo, env = pgtools.child_env(conninfo)
-    pgtools.run([str(tool.path), "--analyze-only", "--quiet", "--jobs", str(jobs),
-                 "--dbname", conninfo], env)
-
-
-# ---------------------------------------------------------------------------------------------
-# Swap
-
-
-@dataclass(frozen=True)
-class Session:
-    """A client connected to the database about to be swapped out."""
-
-    pid: int
-    application: str
-    user: str
-    client: str
-
-    def __str__(self) -> str:
-        return (f"{self.application or 'an unnamed client'} (role {self.user}, from "
-                f"{self.client}, pid {self.pid})")
-
-
-_SESSIONS = """
-SELECT pid, application_name, usename, coalesce(host(client_addr), 'a local socket')
-FROM pg_stat_activity
-WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-ORDER BY pid
-"""
-
-
-def sessions(conn: Connection, database: str) -> list[Session]:
-    return [Session(*row) for row in conn.execute(_SESSIONS, (database,))]
-
-
-def allow_connections(conn: Connection, database: str, allow: bool) -> None:
-    conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
-        sql.Identifier(database), sql.SQL("true" if allow else "false")))
-
-
-def clear_sessions(conn: Connection, target: str, *, wait: float | None,
-                   patience: float = 10.0) -> list[Session]:
-    """Before the swap: refuse prepared transactions (no session holds them, so nothing can
-    end them), block new connections to `target`, then end the sessions on it (the ones
-    ended are returned), or with `wait` give them that many seconds to leave on their own.
-    On any failure new connections are allowed again."""
-    prepared = [row[0] for row in conn.execute(
-        "SELECT gid FROM pg_prepared_xacts WHERE database = %s ORDER BY prepared", (target,))]
-    if prepared:
-        raise SwapBlocked(
-            f'Database "{target}" has {len(prepared)} prepared transaction(s) '
-            f"({', '.join(prepared)}) that no session holds, so none can be ended: nothing "
-            "was swapped.", "COMMIT PREPARED or ROLLBACK PREPARED them, then run again.")
-    allow_connections(conn, target, False)
-    try:
-        found = sessions(conn, target)
-        ended: list[Session] = []
-        if found and wait is None:
-            for session in found:
-                conn.execute("SELECT pg_terminate_backend(%s)", (session.pid,))
-            ended, wait = found, patience
-        deadline = time.monotonic() + (wait or 0)
-        while found and time.monotonic() < deadline:
-            time.sleep(0.1)
-            found = sessions(conn, target)
-        if found:
-            raise SwapBlocked(
-                f'{len(found)} session(s) still connected to "{target}" after {wait:g} s: '
-                f"{'; '.join(map(str, found))}. Nothing was swapped.",
-                "Stop them, or run without --wait-connections to end them.")
-        return ended
-    except BaseException:
-        allow_connections(conn, target, True)
-        raise
-
-
-def swap(conn: Connection, target: str, scratch: str, old: str, *, drop_old: bool) -> None:
-    """Rename the target (its sessions cleared) away and the scratch database into its place;
-    with `drop_old` drop the old one, else let it take connections again. If the second
-    rename fails, the first is undone."""
-    db.rename_database(conn, target, old)
-    try:
-        db.rename_database(conn, scratch, target)
-    except Exception:
-        db.rename_database(conn, old, target)
-        raise
-    if drop_old:
-        db.drop_database(conn, old)
-    else:
-        allow_connections(conn, old, True)

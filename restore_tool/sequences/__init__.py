@@ -1,5 +1,6 @@
 """Discover every sequence that feeds a column, measure it against its data, and move the
-lagging ones just past it, in a constant number of statements however many tables there are."""
+lagging ones just past it, in a constant number of statements however many tables there are;
+and the verdicts of the repair and check steps."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from psycopg.sql import SQL, Literal
 from .. import db
 from ..db import Connection
 from ..errors import CommandFailed
+from ..names import display_name
+from ..pipeline import Outcome, Status
 from .plan import (
     Action,
     Column,
     SequenceFix,
     SequenceInfo,
     SequenceState,
-    display_name,
     plan,
     setval_args,
     unreadable_reason,
@@ -332,3 +334,57 @@ def repair(
     planned = _spread(conn, schemas, jobs, connect, budget,
                       lambda c, share, b: _repair_share(c, share, b, exact, dry_run, lock))
     return [item.fix for item in planned]
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts: what the repair and check steps report.
+
+def repair_outcome(fixes: Sequence[SequenceFix], *, dry_run: bool = False) -> Outcome:
+    """The repair step's verdict: failed if a sequence cannot get past its data, a warning
+    if one was skipped."""
+    return Outcome(_repair_status(fixes), repair_summary(fixes, dry_run=dry_run), tuple(fixes))
+
+
+def check_outcome(planned: Sequence[Planned]) -> Outcome:
+    """The check step's verdict: failed if any sequence lags its data."""
+    fixes = [item.fix for item in planned]
+    lagging = [fix for fix in fixes if fix.lagging]
+    skipped = [fix for fix in fixes if fix.action is Action.SKIPPED]
+    if lagging:
+        status = Status.FAILED
+        summary = f"{len(lagging)} of {len(fixes)} sequence(s) lag their data"
+    else:
+        status = Status.WARNING if skipped else Status.PASSED
+        summary = f"{len(fixes) - len(skipped)} sequence(s) ahead of their data"
+    if skipped:
+        summary += f", {len(skipped)} skipped"
+    return Outcome(status, summary, tuple(fixes))
+
+
+def _repair_status(fixes: Sequence[SequenceFix]) -> Status:
+    actions = {fix.action for fix in fixes}
+    if Action.FAILED in actions:
+        return Status.FAILED
+    if Action.SKIPPED in actions:
+        return Status.WARNING
+    return Status.PASSED
+
+
+def count(fixes: Sequence[SequenceFix]) -> dict[str, int]:
+    """How many sequences ended in each bucket the summary names."""
+    buckets = {"fixed": 0, "moved back": 0, "already fine": 0, "skipped": 0, "failed": 0}
+    names = {Action.FIXED: "fixed", Action.MOVED_BACK: "moved back", Action.OK: "already fine",
+             Action.EMPTY: "already fine", Action.SKIPPED: "skipped", Action.FAILED: "failed"}
+    for fix in fixes:
+        buckets[names[fix.action]] += 1
+    return buckets
+
+
+def repair_summary(fixes: Sequence[SequenceFix], *, dry_run: bool) -> str:
+    buckets = count(fixes)
+    verb = "would fix" if dry_run else "fixed"
+    parts = [f"{verb} {buckets['fixed']}"]
+    if buckets["moved back"]:
+        parts.append(f"{'would move' if dry_run else 'moved'} {buckets['moved back']} back")
+    parts += [f"{buckets[name]} {name}" for name in ("already fine", "skipped", "failed")]
+    return ", ".join(parts)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from ..names import display_name
+
 
 @dataclass(frozen=True)
 class Column:
@@ -108,19 +110,6 @@ class SequenceFix:
             "applied": self.applied,
             "reason": self.reason,
         }
-
-
-def display_name(*parts: str) -> str:
-    """Dotted name for people: `public.` is left out as the runbook does, and a part is
-    quoted only when it is not a plain lower-case name (so `user.user_id`)."""
-    if len(parts) > 1 and parts[0] == "public":
-        parts = parts[1:]
-    return ".".join(p if p.isidentifier() and p == p.lower() else _quoted(p) for p in parts)
-
-
-def _quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
 
 
 def next_value(seq: SequenceInfo, state: SequenceState) -> int | None:

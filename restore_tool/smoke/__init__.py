@@ -1,5 +1,6 @@
 """Smoke tests: one insert into every table (or the configured rows), each in a savepoint of a
-transaction that is always rolled back: proof that writes work, and nothing left behind."""
+transaction that is always rolled back: proof that writes work, and nothing left behind; and
+the smoke step's verdict."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from psycopg import errors
 from psycopg.sql import SQL, Identifier
 
 from .. import db
-from ..config import SmokeRow
 from ..db import Connection
-from ..sequences.plan import display_name
-from .sql import TABLES, UNIQUE_COLUMNS, Attempt, Insert, TableInfo, build, configured
+from ..names import display_name
+from ..pipeline import Outcome, Status
+from ..project import SmokeRow
+from .insert import Attempt, Insert, build, configured
+from .sql import TABLES, UNIQUE_COLUMNS, TableInfo
 
 MAX_ATTEMPTS = 3
 # Tables per rolled-back transaction: keeps each transaction short (it holds back vacuum while
@@ -233,3 +236,41 @@ def _configured(conn: Connection, row: SmokeRow) -> tuple[int | None, SmokeResul
         _reraise_if_ours(error)
         return oid, SmokeResult(label, Verdict.FAILED, _with_detail(error), configured=True)
     return oid, SmokeResult(label, Verdict.PASSED, configured=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The step's verdict
+
+
+def step(conn: Connection, connect: Callable[[], Connection], plan: Plan,
+         jobs: int) -> Outcome:
+    """The smoke step: every insert is rolled back (in transactions that may write, even on
+    verify's read-only connections)."""
+    if standby(conn):
+        return Outcome(Status.SKIPPED, "the server is a read-only standby")
+    return outcome(run(conn, plan, jobs=jobs, connect=connect))
+
+
+def outcome(results: Sequence[SmokeResult]) -> Outcome:
+    """Failed if any insert failed on a value the database made (or a configured row failed);
+    a warning when tables were skipped; the first reasons in the summary."""
+    by = {verdict: [r for r in results if r.verdict is verdict] for verdict in Verdict}
+    failed, skipped = by[Verdict.FAILED], by[Verdict.SKIPPED]
+    if not results:
+        return Outcome(Status.SKIPPED, "no table to insert into")
+    parts = [f"{len(by[Verdict.PASSED])} passed"]
+    if failed:
+        parts.insert(0, f"{len(failed)} failed{_first(failed)}")
+    if skipped:
+        parts.append(f"{len(skipped)} skipped{_first(skipped)}")
+    status = Status.FAILED if failed else Status.WARNING if skipped else Status.PASSED
+    return Outcome(status, ", ".join(parts), tuple(results))
+
+
+def _first(results: Sequence[SmokeResult], shown: int = 2) -> str:
+    """` (payment: new row ... ; film: ...; and 3 more)`."""
+    listed = "; ".join(f"{r.table}: {r.reason}" for r in results[:shown])
+    more = f"; and {len(results) - shown} more" if len(results) > shown else ""
+    return f" ({listed}{more})"
+
+

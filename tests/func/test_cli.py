@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,7 +17,7 @@ from typer.testing import CliRunner
 
 from restore_tool.cli import app
 from tests.conftest import ROOT
-from tests.helpers import execute, nextval
+from tests.helpers import execute, nextval, password_url
 from tests.servers import Server, free_port
 
 # a clean environment: no target leaks in from the machine running the tests
@@ -103,37 +101,11 @@ def test_bad_flag_is_a_usage_error(lagging_db: str) -> None:
     assert "No such option" in err
 
 
-@pytest.fixture
-def password_role(main_server: Server) -> Iterator[tuple[str, str]]:
-    """A role that must log in with a password (scram), on the embedded server."""
-    if main_server.data_dir is None:
-        pytest.skip("needs a server whose pg_hba.conf the tests may edit")
-    role, password = f"rt_pw_{uuid.uuid4().hex[:8]}", "Sup3r-Secret-Pw"
-    hba = main_server.data_dir / "pg_hba.conf"
-    original = hba.read_text()
-    execute(main_server.conninfo, sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-        sql.Identifier(role), sql.Literal(password)).as_string())
-    hba.write_text(f"local all {role} scram-sha-256\n{original}")
-    execute(main_server.conninfo, "SELECT pg_reload_conf()")
-    try:
-        yield role, password
-    finally:
-        hba.write_text(original)
-        execute(main_server.conninfo, "SELECT pg_reload_conf()")
-        execute(main_server.conninfo, sql.SQL("DROP ROLE {}").format(
-            sql.Identifier(role)).as_string())
-
-
-def _url(server: Server, user: str, password: str, dbname: str) -> str:
-    host = conninfo_to_dict(server.conninfo)["host"]
-    return f"postgresql://{user}:{password}@/{dbname}?host={host}"
-
-
 def test_wrong_password_is_one_sentence_and_exit_3(main_server: Server,
                                                    password_role: tuple[str, str]) -> None:
     role, password = password_role
     code, out, err = invoke("verify", "--database-url",
-                            _url(main_server, role, "wrong-" + password, "postgres"))
+                            password_url(main_server, role, "wrong-" + password, "postgres"))
     assert code == 3
     assert out == ""
     assert f'password authentication failed for user "{role}"' in err
@@ -149,7 +121,7 @@ def test_right_password_is_masked_everywhere(main_server: Server,
     dbname = conninfo_to_dict(main_db)["dbname"]
     execute(main_db, sql.SQL("GRANT ALL ON SCHEMA public TO {}").format(
         sql.Identifier(role)).as_string())
-    url = _url(main_server, role, password, str(dbname))
+    url = password_url(main_server, role, password, str(dbname))
     psycopg.connect(url).close()
     for args in (["verify"], ["verify", "--json"], ["fix-sequences", "--json"], ["url"]):
         code, out, err = invoke(*args, "--database-url", url)

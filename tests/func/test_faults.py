@@ -18,8 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.func.test_cli import _url, password_role  # noqa: F401  (a fixture)
-from tests.helpers import execute, pg_dump, row_counts, scalar
+from tests.helpers import execute, password_url, pg_dump, row_counts, scalar
 from tests.servers import Server, cluster, embedded_bin_dir, scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,19 +46,6 @@ def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.05)
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def _processes_running(word: str) -> list[str]:
@@ -271,12 +257,12 @@ def test_the_server_stopping_mid_restore_is_one_sentence(slow_dump: Path, tmp_pa
 
 
 def test_the_password_shows_nowhere_during_a_restore(
-        main_server: Server, password_role: tuple[str, str], slow_dump: Path,  # noqa: F811
+        main_server: Server, password_role: tuple[str, str], slow_dump: Path,
         tmp_path: Path) -> None:
     role, password = password_role
     execute(main_server.conninfo, sql.SQL("ALTER ROLE {} CREATEDB").format(
         sql.Identifier(role)).as_string())
-    url = _url(main_server, role, password, "rt_secret_target")
+    url = password_url(main_server, role, password, "rt_secret_target")
     report = tmp_path / "report.md"
     process = _cli("restore", str(slow_dump), "--database-url", url, "--no-owner", "--json",
                    "--report", str(report))

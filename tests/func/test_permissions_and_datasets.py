@@ -11,10 +11,10 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from restore_tool import pipeline
+from restore_tool import commands
 from restore_tool.pipeline import Status
 from restore_tool.sequences.plan import Action
-from tests.helpers import SHARED, by_label, execute, load_chinook, nextval, scalar, settings
+from tests.helpers import DATA, by_label, execute, load_chinook, nextval, scalar, settings
 from tests.servers import Server
 
 
@@ -48,7 +48,7 @@ def test_sequences_the_role_cannot_read_or_update_are_skipped(db: str, limited_r
         GRANT SELECT ON readonly_id_seq TO ROLE;
         GRANT SELECT, UPDATE ON secret_id_seq TO ROLE;
     """)
-    report = pipeline.fix_sequences(settings(limited_role))
+    report = commands.fix_sequences(settings(limited_role))
     fixes = by_label(report.steps[0].details)
     assert fixes["open_t.id"].action is Action.FIXED
     assert fixes["secret.id"].action is Action.SKIPPED
@@ -61,7 +61,7 @@ def test_sequences_the_role_cannot_read_or_update_are_skipped(db: str, limited_r
     assert nextval(db, "secret_id_seq") == 1
 
     # verify needs no UPDATE privilege: it reads, and reports what it could not read
-    checked = by_label(pipeline.verify(settings(limited_role)).steps[0].details)
+    checked = by_label(commands.verify(settings(limited_role)).steps[0].details)
     assert checked["readonly.id"].action is Action.FIXED  # lags: verify fails on it
     assert checked["secret.id"].action is Action.SKIPPED
 
@@ -76,7 +76,7 @@ def test_row_level_security_would_hide_rows_so_the_sequence_is_skipped(
     """)
     _grant(db, limited_role, "GRANT SELECT ON tenant_data TO ROLE; "
                              "GRANT SELECT, UPDATE ON tenant_data_id_seq TO ROLE;")
-    fixes = by_label(pipeline.fix_sequences(settings(limited_role)).steps[0].details)
+    fixes = by_label(commands.fix_sequences(settings(limited_role)).steps[0].details)
     assert fixes["tenant_data.id"].action is Action.SKIPPED
     assert "row-level security" in str(fixes["tenant_data.id"].reason)
     assert nextval(db, "tenant_data_id_seq") == 1
@@ -84,32 +84,33 @@ def test_row_level_security_would_hide_rows_so_the_sequence_is_skipped(
 
 def test_verify_is_read_only(db: str) -> None:
     execute(db, "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (4)")
-    report = pipeline.verify(settings(db))
+    report = commands.verify(settings(db))
     assert report.exit_code == 1
     assert scalar(db, "SELECT is_called FROM t_id_seq") is False
 
 
 def test_chinook_imported_with_explicit_ids(db: str) -> None:
     load_chinook(db)
-    before = pipeline.verify(settings(db))
+    before = commands.verify(settings(db))
     assert before.exit_code == 1
     assert len(before.steps[0].details) == 10
 
-    fixed = by_label(pipeline.fix_sequences(settings(db)).steps[0].details)
+    fixed = by_label(commands.fix_sequences(settings(db)).steps[0].details)
     assert fixed["track.track_id"].edge == scalar(db, "SELECT max(track_id) FROM track")
     assert {f.action for f in fixed.values()} == {Action.FIXED}
-    assert pipeline.verify(settings(db)).exit_code == 0
+    assert commands.verify(settings(db)).exit_code == 0
     execute(db, "INSERT INTO artist (name) VALUES ('Smoke Test')")
     # verify's smoke insert (rolled back) consumed one value: nextval is not transactional
-    assert scalar(db, "SELECT max(artist_id) FROM artist") == \
-        fixed["artist.artist_id"].next_after + 1
+    next_after = fixed["artist.artist_id"].next_after
+    assert next_after is not None
+    assert scalar(db, "SELECT max(artist_id) FROM artist") == next_after + 1
 
 
 def test_pagila_schema_with_partitions_and_unowned_sequences(main_server: Server,
                                                              main_db: str) -> None:
     if main_server.version < 18:
         pytest.skip("the Pagila schema needs uuidv7() and pgvector (PostgreSQL 18, embedded)")
-    execute(main_db, (SHARED / "datasets/pagila/pagila-schema.sql").read_text())
+    execute(main_db, (DATA / "pagila/pagila-schema.sql").read_text())
     execute(main_db, """
         SET search_path = public;
         -- a data-only import: triggers and foreign keys off, as pg_restore --disable-triggers
@@ -127,11 +128,11 @@ def test_pagila_schema_with_partitions_and_unowned_sequences(main_server: Server
             VALUES (16050, 33, 1, 1, 2.99, '2022-01-15'),
                    (17000, 33, 1, 1, 4.99, '2022-06-15');
     """)
-    fixes = by_label(pipeline.fix_sequences(settings(main_db)).steps[0].details)
+    fixes = by_label(commands.fix_sequences(settings(main_db)).steps[0].details)
     assert fixes["payment.payment_id"].edge == 17000
     assert fixes["language.language_id"].next_after == 8
     assert nextval(main_db, "public.payment_payment_id_seq") == 17001
-    assert pipeline.verify(settings(main_db)).exit_code == 0
+    assert commands.verify(settings(main_db)).exit_code == 0
 
 
 def test_a_role_limited_to_one_connection_gets_every_sequence(db: str, limited_role: str
@@ -148,8 +149,8 @@ def test_a_role_limited_to_one_connection_gets_every_sequence(db: str, limited_r
         GRANT SELECT ON t, u, v TO ROLE;
         GRANT SELECT, UPDATE ON t_id_seq, u_id_seq, v_id_seq TO ROLE;
     """)
-    report = pipeline.fix_sequences(settings(limited_role), jobs=3)
+    report = commands.fix_sequences(settings(limited_role), jobs=3)
     fixes = by_label(report.steps[0].details)
     assert {label: f.next_after for label, f in fixes.items() if f.applied} == {
         "t.id": 5, "u.id": 10, "v.id": 3}
-    assert pipeline.verify(settings(limited_role), jobs=3).exit_code == 0
+    assert commands.verify(settings(limited_role), jobs=3).exit_code == 0

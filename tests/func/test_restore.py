@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from restore_tool import report, restore
+from restore_tool import commands, report
 from restore_tool.errors import MissingBinary
 from restore_tool.pipeline import Status
 from restore_tool.restore import archive
@@ -62,7 +62,7 @@ def _new_target(server: Server, name: str) -> str:
 def test_every_format_restores_the_same_rows_and_repairs_sequences(
         main_server: Server, chinook: tuple[str, Path], fmt: str, tmp_path: Path) -> None:
     target = _new_target(main_server, "rt_restored_" + fmt.replace(".", "_"))
-    result = restore.run(settings(target, tmp_path), _dump(chinook, fmt))
+    result = commands.restore(settings(target, tmp_path), _dump(chinook, fmt))
     assert result.exit_code == 0, report.render(result)
     assert row_counts(target) == row_counts(chinook[0])
     fixes = by_label(next(s for s in result.steps if s.name == "repair sequences").details)
@@ -76,7 +76,7 @@ def test_every_format_restores_the_same_rows_and_repairs_sequences(
 
 
 def test_inspect_reads_format_versions_and_counts(chinook: tuple[str, Path]) -> None:
-    found = restore.inspect(_dump(chinook, "custom.gz"))
+    found = commands.inspect(_dump(chinook, "custom.gz"))
     assert (found.format, found.wrapper, found.archive_version) == ("custom", "gzip", "1.16-0")
     assert found.pg_dump_version and found.pg_dump_version.startswith("18.")
     assert found.counts == {"tables": 11, "sequences": 10, "indexes": 11, "extensions": 0}
@@ -109,7 +109,7 @@ def test_pg18_dump_into_postgresql_15(server: Server, chinook: tuple[str, Path],
         pytest.skip("needs a server older than the dump")
     for fmt in ("custom", "plain"):
         with scratch_database(server, "rt_old") as target:
-            result = restore.run(settings(target, tmp_path), _dump(chinook, fmt))
+            result = commands.restore(settings(target, tmp_path), _dump(chinook, fmt))
             load_step = next(s for s in result.steps if s.name == "load")
             assert result.exit_code == 0, report.render(result)
             assert load_step.status is Status.WARNING
@@ -131,16 +131,16 @@ def test_replace_swaps_in_and_keeps_the_old_database(main_server: Server, tmp_pa
     target = _new_target(main_server, "rt_replaced")
     execute(main_server.conninfo, "CREATE DATABASE rt_replaced")
     execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
-    result = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
-                         restore.Options(replace=True))
+    result = commands.restore(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                         commands.Options(replace=True))
     assert result.exit_code == 0, report.render(result)
     assert "precious" not in row_counts(target) and row_counts(target)["user"] == 16
     old = databases(main_server, "rt_replaced_old_%")
     assert len(old) == 1 and row_counts(main_server.database(old[0])) == {"precious": 1}
     assert databases(main_server, "rt_replaced_restoring_%") == []
 
-    again = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
-                        restore.Options(replace=True, drop_old=True))
+    again = commands.restore(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                        commands.Options(replace=True, drop_old=True))
     assert again.exit_code == 0
     assert databases(main_server, "rt_replaced_old_%") == old  # the first one, kept
     for name in [*old, "rt_replaced"]:
@@ -169,7 +169,7 @@ def test_a_failing_statement_leaves_the_old_database_and_no_scratch(
     target = _new_target(main_server, "rt_kept")
     execute(main_server.conninfo, "CREATE DATABASE rt_kept")
     execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
-    result = restore.run(settings(target, tmp_path), dump, restore.Options(replace=True))
+    result = commands.restore(settings(target, tmp_path), dump, commands.Options(replace=True))
     load_step = next(s for s in result.steps if s.name == "load")
     assert result.exit_code == 1 and load_step.status is Status.FAILED
     assert "parent" in load_step.summary
@@ -190,7 +190,7 @@ def test_a_truncated_dump_leaves_the_old_database_and_no_scratch(
     target = _new_target(main_server, "rt_truncated")
     execute(main_server.conninfo, "CREATE DATABASE rt_truncated")
     execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
-    result = restore.run(settings(target, tmp_path), dump, restore.Options(replace=True))
+    result = commands.restore(settings(target, tmp_path), dump, commands.Options(replace=True))
     assert result.exit_code != 0
     failed = next(s for s in result.steps if s.status is Status.FAILED)
     assert failed.name in ("preflight", "load")
@@ -206,12 +206,12 @@ def test_plain_sql_with_an_error_loads_nothing(main_server: Server, tmp_path: Pa
     script.write_text("CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n"
                       "INSERT INTO missing_table VALUES (2);\nCREATE TABLE b (id int);\n")
     target = _new_target(main_server, "rt_plain_error")
-    result = restore.run(settings(target, tmp_path), script)
+    result = commands.restore(settings(target, tmp_path), script)
     assert result.exit_code == 1
     assert 'relation "missing_table" does not exist' in result.steps[1].summary
     assert databases(main_server, "rt_plain_error") == []
     with scratch_database(main_server, "rt_plain_empty") as empty:
-        assert restore.run(settings(empty, tmp_path), script).exit_code == 1
+        assert commands.restore(settings(empty, tmp_path), script).exit_code == 1
         assert row_counts(empty) == {}
 
 
@@ -222,14 +222,14 @@ def test_hooks_run_on_the_restored_database_before_the_swap(main_server: Server,
     scrub.write_text("UPDATE \"user\" SET email = 'user' || user_id || '@example.invalid';")
     migrate = (f"{sys.executable} -c \"import os, psycopg; psycopg.connect(os.environ["
                f"'DATABASE_URL'], autocommit=True).execute('CREATE TABLE migrated ()')\"")
-    result = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
-                         restore.Options(migrate=migrate, post_sql=(scrub,)))
+    result = commands.restore(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                         commands.Options(migrate=migrate, post_sql=(scrub,)))
     assert result.exit_code == 0, report.render(result)
     assert scalar(target, "SELECT count(*) FROM \"user\" WHERE email NOT LIKE "
                           "'%@example.invalid'") == 0
     assert scalar(target, "SELECT to_regclass('migrated') IS NOT NULL") is True
-    missing = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
-                          restore.Options(replace=True, post_sql=(tmp_path / "nope.sql",)))
+    missing = commands.restore(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                          commands.Options(replace=True, post_sql=(tmp_path / "nope.sql",)))
     assert missing.exit_code == 2 and "nope.sql does not exist" in missing.steps[0].summary
     _new_target(main_server, "rt_hooks")
 
@@ -264,7 +264,7 @@ def test_a_dump_too_new_for_every_pg_restore_names_what_is_needed(tmp_path: Path
     assert archive.archive_version(path) == (1, 99, 0)
     with pytest.raises(MissingBinary, match=r"archive of version 1\.99, which needs a newer "
                                             r"pg_restore; the newest found here is 18\."):
-        restore.inspect(path)
+        commands.inspect(path)
 
 
 def test_a_plain_dump_made_with_create_is_refused(main_server: Server, chinook: tuple[str, Path],
@@ -273,7 +273,7 @@ def test_a_plain_dump_made_with_create_is_refused(main_server: Server, chinook: 
     subprocess.run([str(embedded_bin_dir() / "pg_dump"), "--create", "--file", str(script),
                     "--dbname", chinook[0]], check=True)
     target = _new_target(main_server, "rt_created")
-    result = restore.run(settings(target, tmp_path), script)
+    result = commands.restore(settings(target, tmp_path), script)
     assert result.exit_code == 2
     assert "was dumped with --create" in result.steps[0].summary
     assert databases(main_server, "rt_created") == []
@@ -289,12 +289,12 @@ def test_roles_missing_on_the_target_are_named_before_anything_is_written(
         dump = pg_dump(source, tmp_path, "custom")
     execute(main_server.conninfo, f"DROP ROLE {role}")
     target = _new_target(main_server, "rt_owned_copy")
-    refused = restore.run(settings(target, tmp_path), dump)
+    refused = commands.restore(settings(target, tmp_path), dump)
     assert refused.exit_code == 2
     assert f"roles this server does not have: {role}." in refused.steps[0].summary
     assert "--no-owner" in refused.steps[0].summary
     assert databases(main_server, "rt_owned_copy") == []
-    done = restore.run(settings(target, tmp_path), dump, restore.Options(no_owner=True))
+    done = commands.restore(settings(target, tmp_path), dump, commands.Options(no_owner=True))
     assert done.exit_code == 0, report.render(done)
     assert row_counts(target) == {"owned": 1}
     _new_target(main_server, "rt_owned_copy")

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg.rows import TupleRow
 
-from restore_tool import pipeline, sequences
+from restore_tool import commands, sequences
 from restore_tool.sequences.plan import Action, SequenceFix
 from tests.helpers import by_label, execute, nextval, scalar, settings
 from tests.servers import Server, cluster, embedded_bin_dir, scratch_database
@@ -271,7 +271,7 @@ def test_overflow_is_reported_and_every_other_sequence_still_repaired(db: str) -
         CREATE TABLE fine (id serial PRIMARY KEY);
         INSERT INTO fine VALUES (9);
     """)
-    report = pipeline.fix_sequences(settings(db))
+    report = commands.fix_sequences(settings(db))
     fixes = by_label(report.steps[0].details)
     assert fixes["tiny.id"].action is Action.FAILED
     assert fixes["tiny.id"].reason == "cannot get past its data: max is 150 but MAXVALUE is 100"
@@ -419,12 +419,12 @@ def test_more_tables_than_the_lock_table_can_hold_at_once(tiny_lock_table: Serve
                     EXECUTE format('SELECT max(id) FROM t%s', i);
                 END LOOP; END $$;
             """)
-        report = pipeline.fix_sequences(settings(db), jobs=2)
+        report = commands.fix_sequences(settings(db), jobs=2)
         assert report.exit_code == 0, report.steps[0].summary
         fixes = by_label(report.steps[0].details)
         assert sum(f.action is Action.FIXED and f.applied for f in fixes.values()) == 600
         assert nextval(db, "t600_id_seq") == 601
-        assert pipeline.verify(settings(db), jobs=2).exit_code == 0
+        assert commands.verify(settings(db), jobs=2).exit_code == 0
 
 
 def test_a_share_that_fails_fails_the_step(main_db: str) -> None:
@@ -440,7 +440,7 @@ def test_a_share_that_fails_fails_the_step(main_db: str) -> None:
     """)
     with psycopg.connect(main_db) as migration:
         migration.execute("LOCK TABLE t7 IN ACCESS EXCLUSIVE MODE")
-        report = pipeline.fix_sequences(settings(main_db), jobs=3)
+        report = commands.fix_sequences(settings(main_db), jobs=3)
     step = report.steps[0]
     assert report.exit_code == 1
     assert step.summary == "canceling statement due to lock timeout"

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from restore_tool import db, pipeline, restore, smoke
-from restore_tool.config import SmokeRow, load_project
-from restore_tool.pipeline import SMOKE_TEST, Status
+from restore_tool import commands, db, smoke
+from restore_tool.pipeline import Status, StepName
+from restore_tool.project import SmokeRow
+from restore_tool.project import load as load_project
 from restore_tool.smoke import SmokeResult, Verdict
 from tests.func.test_cli import invoke
 from tests.helpers import (
@@ -91,15 +92,15 @@ def test_a_trigger_assigned_id_whose_sequence_lags_fails_with_table_key_and_valu
         db: str, tmp_path: Path) -> None:
     execute(db, TRIGGER_ID)
     before = row_counts(db)
-    result = pipeline.verify(settings(db, tmp_path))
+    result = commands.verify(settings(db, tmp_path))
     steps = {step.name: step for step in result.steps}
-    assert steps["check sequences"].status is Status.PASSED  # no catalog check can see it
-    assert steps[SMOKE_TEST].status is Status.FAILED and result.exit_code == 1
-    ticket = next(d for d in steps[SMOKE_TEST].details if isinstance(d, SmokeResult))
+    assert steps[StepName.CHECK_SEQUENCES].status is Status.PASSED  # no catalog check can see it
+    assert steps[StepName.SMOKE_TEST].status is Status.FAILED and result.exit_code == 1
+    ticket = next(d for d in steps[StepName.SMOKE_TEST].details if isinstance(d, SmokeResult))
     assert ticket.verdict is Verdict.FAILED
     assert ticket.reason == ('duplicate key value violates unique constraint "ticket_pkey" '
                              "(Key (id)=(1) already exists.)")
-    assert "ticket: duplicate key" in steps[SMOKE_TEST].summary
+    assert "ticket: duplicate key" in steps[StepName.SMOKE_TEST].summary
     assert row_counts(db) == before
 
     execute(db, "SELECT setval('ticket_numbers', 3)")
@@ -138,7 +139,7 @@ def test_a_check_our_guess_breaks_is_skipped_with_the_database_reason(main_db: s
     assert 'violates check constraint "big"' in results["payment"].reason
     assert results["measurement"].reason == ('no partition of relation "measurement" found '
                                              "for row")
-    outcome = pipeline.smoke_outcome(list(results.values()))
+    outcome = smoke.outcome(list(results.values()))
     assert outcome.status is Status.WARNING  # skipped is not a failure
     assert outcome.summary.startswith("0 passed, 2 skipped (measurement: no partition")
 
@@ -161,7 +162,7 @@ def test_chinook_fails_while_its_sequences_lag_and_passes_once_repaired(
     assert results["track"].reason.endswith("(Key (track_id)=(1) already exists.)")
     assert results["playlist_track"].verdict is Verdict.PASSED
 
-    assert pipeline.fix_sequences(settings(main_db, tmp_path)).exit_code == 0
+    assert commands.fix_sequences(settings(main_db, tmp_path)).exit_code == 0
     assert {r.verdict for r in _smoke(main_db, jobs=2).values()} == {Verdict.PASSED}
     assert row_counts(main_db) == before
 
@@ -264,7 +265,7 @@ def test_configured_rows_replace_the_automatic_row_and_fail_with_the_database_wo
     assert code == 0, out
     report = json.loads(out)
     assert report["facts"] == {"Config": str(tmp_path / "restore-tool.toml")}
-    details = next(s for s in report["steps"] if s["name"] == SMOKE_TEST)["details"]
+    details = next(s for s in report["steps"] if s["name"] == StepName.SMOKE_TEST)["details"]
     assert [(d["table"], d["verdict"], d["configured"]) for d in details] == [
         ("user", "passed", True), ("country", "passed", False), ("hub", "passed", False)]
 
@@ -316,18 +317,18 @@ def test_a_restore_whose_trigger_sequence_lags_is_not_swapped_in(
         dump = pg_dump(source, tmp_path, "custom")
     with scratch_database(main_server, "rt_smoke_target") as target:
         execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
-        result = restore.run(settings(target, tmp_path), dump, restore.Options(replace=True))
+        result = commands.restore(settings(target, tmp_path), dump, commands.Options(replace=True))
         names = [(step.name, step.status) for step in result.steps]
-        assert names[5] == (SMOKE_TEST, Status.FAILED) and result.exit_code == 1
+        assert names[5] == (StepName.SMOKE_TEST, Status.FAILED) and result.exit_code == 1
         assert names[-1] == ("swap", Status.SKIPPED)
         assert row_counts(target) == {"precious": 1}
         assert "setval" in result.next_steps[1]
         assert scalar(main_server.conninfo, "SELECT count(*) FROM pg_database "
                       "WHERE datname LIKE 'rt_smoke_target%%'") == 1
 
-        ok = restore.run(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
-                         restore.Options(replace=True, drop_old=True))
-        smoke_step = next(step for step in ok.steps if step.name == SMOKE_TEST)
+        ok = commands.restore(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
+                         commands.Options(replace=True, drop_old=True))
+        smoke_step = next(step for step in ok.steps if step.name == StepName.SMOKE_TEST)
         assert ok.exit_code == 0 and smoke_step.summary == "21 passed"
 
 

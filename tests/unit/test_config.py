@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from restore_tool.config import mask, resolve, scrub
+from restore_tool.config import resolve
+from restore_tool.conninfo import mask, scrub
 from restore_tool.errors import ConfigError
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from restore_tool.pgtools import Tool, child_env, psql_cmd
+from restore_tool.conninfo import child_env
+from restore_tool.pgtools import Tool, psql_cmd
 
 
 def test_password_goes_to_the_environment_not_argv(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from restore_tool.names import display_name
 from restore_tool.sequences.plan import (
     Action,
     Column,
     SequenceInfo,
     SequenceState,
-    display_name,
     first_past,
     next_value,
     plan,

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import json
 
-from restore_tool.pipeline import (
-    REPAIR_SEQUENCES,
-    SMOKE_TEST,
-    Report,
-    Status,
-    StepResult,
-    smoke_outcome,
-)
+from restore_tool import smoke
+from restore_tool.pipeline import Report, Status, StepName, StepResult
 from restore_tool.report import render, to_json
 from restore_tool.sequences.plan import Action, SequenceFix
 from restore_tool.smoke import SmokeResult, Verdict
@@ -26,7 +20,7 @@ FIXES = (
 )
 REPORT = Report("fix-sequences", "postgresql://beppp:***@localhost:5432/beppp_test",
                 "DATABASE_URL in .env",
-                (StepResult(REPAIR_SEQUENCES, Status.FAILED, 0.0412,
+                (StepResult(StepName.REPAIR_SEQUENCES, Status.FAILED, 0.0412,
                             "fixed 1, 1 already fine, 0 skipped, 1 failed", FIXES),))
 
 
@@ -69,13 +63,13 @@ def test_smoke_summary_and_body_name_failed_and_skipped_tables() -> None:
                     'check constraint "big"', attempts=3),
         SmokeResult("hub", Verdict.PASSED),
     ]
-    outcome = smoke_outcome(results)
+    outcome = smoke.outcome(results)
     assert outcome.status is Status.FAILED
     assert outcome.summary == (
         '1 failed (invoice: duplicate key value violates unique constraint "invoice_pkey" '
         "(Key (id)=(1) already exists.)), 2 passed, 1 skipped (payment: new row for relation "
         '"payment" violates check constraint "big")')
-    step = StepResult(SMOKE_TEST, outcome.status, 0.2, outcome.summary, outcome.details)
+    step = StepResult(StepName.SMOKE_TEST, outcome.status, 0.2, outcome.summary, outcome.details)
     text = render(Report("verify", "postgresql:///app", "the test", (step,)))
     assert text.splitlines()[3:9] == [
         "🧪 Smoke test: one insert per table, each rolled back...",
@@ -86,9 +80,9 @@ def test_smoke_summary_and_body_name_failed_and_skipped_tables() -> None:
         "✅ 2 table(s) took a rolled-back insert (1 configured row(s)).",
         "",
     ]
-    assert smoke_outcome(results[1:2]).status is Status.PASSED
-    assert smoke_outcome(results[2:]).status is Status.WARNING
-    assert smoke_outcome([]).status is Status.SKIPPED
+    assert smoke.outcome(results[1:2]).status is Status.PASSED
+    assert smoke.outcome(results[2:]).status is Status.WARNING
+    assert smoke.outcome([]).status is Status.SKIPPED
     details = json.loads(to_json(Report("verify", "t", "s", (step,))))["steps"][0]["details"]
     assert details[2] == {"table": "payment", "verdict": "skipped", "attempts": 3,
                           "configured": False, "reason": results[2].reason}

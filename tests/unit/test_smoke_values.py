@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from restore_tool.config import Project, load_project, protected_by
 from restore_tool.errors import ConfigError
-from restore_tool.smoke.sql import Attempt, ColumnInfo, ForeignKey, TableInfo, build, invent
+from restore_tool.project import Project, protected_by
+from restore_tool.project import load as load_project
+from restore_tool.smoke.insert import Attempt, build, invent
+from restore_tool.smoke.sql import ColumnInfo, ForeignKey, TableInfo
 
 
 def column(name: str, category: str, type_: str, typmod: int = -1, *, not_null: bool = True,

@@ -1,0 +1,219 @@
+"""The commands as plain, typed functions: what `restore-tool X` runs, and what a Python
+caller gets. All policy lives here (protected targets and --confirm, which options go
+together, the smoke plan from restore-tool.toml), so the CLI and a caller meet the same
+refusals; each returns a Report (inspect: a Dump)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack, closing
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from psycopg.conninfo import make_conninfo
+
+from . import db, pgtools, sequences, smoke
+from . import restore as restoring
+from .config import EMBEDDED_DATABASE, Settings
+from .conninfo import child_env, dbname, mask, password_of
+from .db import Connection
+from .errors import ConfigError
+from .pipeline import Outcome, Progress, Report, Status, Step, StepName, run_steps
+from .project import Project, protected_by
+from .project import load as load_project
+from .restore.archive import Dump
+
+__all__ = ["Dump", "Options", "Project", "Report", "fix_sequences", "inspect", "psql",
+           "restore", "restore_scratch", "target_url", "verify"]
+
+Options = restoring.Options
+
+
+def fix_sequences(
+    settings: Settings,
+    *,
+    schemas: Sequence[str] = (),
+    exact: bool = False,
+    dry_run: bool = False,
+    jobs: int | None = None,
+    lock: bool = False,
+    project: Project | None = None,
+    confirm: str | None = None,
+) -> Report:
+    """Move every lagging sequence past its data: `restore-tool fix-sequences`. A protected
+    target needs `confirm` (its database name) unless it is a dry run; unless it is a dry
+    run, holds the target's lock: a second run (or a restore) fails fast."""
+    if not dry_run:
+        check_protected(settings, _project(project), confirm)
+
+    def repair_step(target: _Target) -> Outcome:
+        fixes = sequences.repair(target.conn, schemas, exact=exact, dry_run=dry_run,
+                                 jobs=jobs or db.default_jobs(), connect=target.connect,
+                                 lock=lock)
+        return sequences.repair_outcome(fixes, dry_run=dry_run)
+
+    return _run("fix-sequences", settings, False,
+                lambda target: [Step(StepName.REPAIR_SEQUENCES, lambda: repair_step(target))],
+                exclusive=not dry_run)
+
+
+def verify(
+    settings: Settings,
+    *,
+    schemas: Sequence[str] = (),
+    jobs: int | None = None,
+    smoke_test: bool = True,
+    auto_smoke: bool = True,
+    project: Project | None = None,
+) -> Report:
+    """Health check: no sequence lags its data, and an insert into every table works (rolled
+    back; `smoke_test=False` skips that, `auto_smoke=False` keeps only the configured rows).
+    Changes no data. `restore-tool verify`."""
+    found = _project(project)
+    plan = smoke_plan(found, smoke_test, auto_smoke)
+    if plan is not None and schemas and not plan.schemas:
+        plan = replace(plan, schemas=tuple(schemas))
+
+    def check_step(target: _Target) -> Outcome:
+        return sequences.check_outcome(sequences.survey(
+            target.conn, schemas, jobs=jobs or db.default_jobs(), connect=target.connect))
+
+    def smoke_step(target: _Target) -> Outcome:
+        if plan is None:
+            return Outcome(Status.SKIPPED, "--no-smoke")
+        return smoke.step(target.conn, target.connect, plan, jobs or db.default_jobs())
+
+    return _run("verify", settings, True, lambda target: [
+        Step(StepName.CHECK_SEQUENCES, lambda: check_step(target)),
+        Step(StepName.SMOKE_TEST, lambda: smoke_step(target)),
+    ], config_facts(found))
+
+
+def restore(
+    settings: Settings,
+    dump: Path,
+    options: Options | None = None,
+    *,
+    smoke_test: bool = True,
+    auto_smoke: bool = True,
+    project: Project | None = None,
+    confirm: str | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """Restore `dump` into the target: load, hooks, repair sequences, analyze, smoke test,
+    verify, and with `options.replace` the swap. `restore-tool restore DUMP`."""
+    options = options or Options()
+    _check_options(options)
+    found = _project(project)
+    check_protected(settings, found, confirm)
+    return restoring.run(settings, dump, options,
+                         smoke_plan=smoke_plan(found, smoke_test, auto_smoke),
+                         facts=config_facts(found), progress=progress)
+
+
+def restore_scratch(
+    dump: Path,
+    options: Options | None = None,
+    *,
+    smoke_test: bool = True,
+    auto_smoke: bool = True,
+    project: Project | None = None,
+    given_target: str | None = None,
+    progress: Progress | None = None,
+) -> Report:
+    """`restore --scratch`: the whole pipeline into a temporary embedded PostgreSQL, deleted
+    afterwards: is this backup restorable? Restores with --no-owner (a fresh cluster has
+    none of the dump's roles). `given_target` names a target option the caller was given
+    (`--database-url`), which a scratch restore refuses."""
+    options = options or Options()
+    if given_target is not None or options.replace:
+        raise ConfigError("--scratch restores into a temporary server of its own: it takes "
+                          f"no target and no --replace (got {given_target or '--replace'}).")
+    _check_options(options)
+    found = _project(project)
+    return restoring.run_scratch(dump, replace(options, no_owner=True),
+                               smoke_plan=smoke_plan(found, smoke_test, auto_smoke),
+                               facts=config_facts(found), progress=progress)
+
+
+def inspect(dump: Path, pg_bin: Sequence[Path] = ()) -> Dump:
+    """What a dump is and holds, and which client tool here reads it."""
+    return restoring.inspect(dump, pg_bin)
+
+
+def target_url(settings: Settings) -> str:
+    """The target's URL, password masked (the embedded server is started first)."""
+    return mask(db.target_info(settings))
+
+
+def psql(settings: Settings, args: Sequence[str] = ()) -> None:
+    """Interactive psql on the target, handed the terminal; the password in its environment."""
+    info, env = child_env(db.target_info(settings))
+    pgtools.run(pgtools.psql_cmd(pgtools.find("psql"), info, args), env, foreground=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Policy
+
+
+def _check_options(options: Options) -> None:
+    if options.drop_old and not options.replace:
+        raise ConfigError("--drop-old only makes sense with --replace.")
+    if options.wait_connections is not None and not options.replace:
+        raise ConfigError("--wait-connections only makes sense with --replace.")
+
+
+def _project(given: Project | None) -> Project:
+    """The caller's project, else ./restore-tool.toml if there is one, else the defaults."""
+    return given if given is not None else load_project()
+
+
+def check_protected(settings: Settings, found: Project, confirm: str | None) -> None:
+    """A target matching a protected pattern is only changed with `confirm` naming it."""
+    info = settings.conninfo or make_conninfo(dbname=EMBEDDED_DATABASE)
+    pattern = protected_by(info, found)
+    if pattern is None:
+        return
+    name = dbname(info)
+    if confirm != name:
+        raise ConfigError(f'Database "{name}" is protected (it matches "{pattern}"): '
+                          f"nothing was changed.", f"Pass --confirm {name} to go ahead.")
+
+
+def smoke_plan(found: Project, enabled: bool, automatic: bool) -> smoke.Plan | None:
+    """The smoke plan from restore-tool.toml and the flags; None: no smoke test."""
+    if not enabled:
+        return None
+    return smoke.Plan(rows=found.smoke_rows, automatic=found.automatic_smoke and automatic,
+                      timeout=found.smoke_timeout)
+
+
+def config_facts(found: Project) -> list[tuple[str, str]]:
+    """The Config line of the report: which restore-tool.toml was read."""
+    return [("Config", str(found.path))] if found.path else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a command's steps on the target
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The open connection a command works on, and how to open more like it (for work
+    spread over several connections)."""
+
+    conn: Connection
+    connect: Callable[[], Connection]
+
+
+def _run(command: str, settings: Settings, read_only: bool,
+         build: Callable[[_Target], list[Step]],
+         facts: Sequence[tuple[str, str]] = (), exclusive: bool = False) -> Report:
+    info = db.target_info(settings)
+    with ExitStack() as stack:
+        conn = stack.enter_context(closing(db.connect(info, read_only=read_only)))
+        if exclusive:
+            stack.enter_context(db.target_lock(info, command, fallback=conn))
+        target = _Target(conn, lambda: db.connect(info, read_only=read_only))
+        results = run_steps(build(target), secret=password_of(info))
+    return Report(command, mask(info), settings.origin, results, facts=tuple(facts))

@@ -1,0 +1,16 @@
+"""Names of tables, columns and sequences as people read them (pure)."""
+
+from __future__ import annotations
+
+
+def display_name(*parts: str) -> str:
+    """Dotted name for people: `public.` is left out as the runbook does, and a part is
+    quoted only when it is not a plain lower-case name (so `user.user_id`)."""
+    if len(parts) > 1 and parts[0] == "public":
+        parts = parts[1:]
+    return ".".join(p if p.isidentifier() and p == p.lower() else quoted(p) for p in parts)
+
+
+def quoted(name: str) -> str:
+    """`"we""ird"`: an identifier quoted as PostgreSQL quotes it."""
+    return '"' + name.replace('"', '""') + '"'
