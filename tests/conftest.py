@@ -68,7 +68,7 @@ def password_role(main_server: Server) -> Iterator[tuple[str, str]]:
     """A role that must log in with a password (scram), on the embedded server."""
     if main_server.data_dir is None:
         pytest.skip("needs a server whose pg_hba.conf the tests may edit")
-    role, password = f"rt_pw_{uuid.uuid4().hex[:8]}", "Sup3r-Secret-Pw"
+    role, password = f"rt_pw_{uuid.uuid4().hex[:8]}", f"Sup3r-{uuid.uuid4().hex[:12]}"
     hba = main_server.data_dir / "pg_hba.conf"
     original = hba.read_text()
     execute(main_server.conninfo, sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
