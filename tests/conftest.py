@@ -13,7 +13,14 @@ import pytest
 from psycopg import sql
 
 from tests.helpers import execute
-from tests.servers import Server, embedded_server, scratch_database, system_server, system_versions
+from tests.servers import (
+    NewDatabases,
+    Server,
+    embedded_server,
+    scratch_database,
+    system_server,
+    system_versions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MATRIX = ["embedded", *(f"pg{version}" for version in system_versions())]
@@ -61,6 +68,17 @@ def main_db(main_server: Server) -> Iterator[str]:
     """A fresh database on the main server, for tests that need no matrix."""
     with scratch_database(main_server) as conninfo:
         yield conninfo
+
+
+@pytest.fixture
+def new_database(main_server: Server) -> Iterator[NewDatabases]:
+    """Makes databases on the main server (`new_database("rt_x", create=False)` for a name
+    only); drops them and their restore copies when the test ends, passed or failed."""
+    made = NewDatabases(main_server)
+    try:
+        yield made
+    finally:
+        made.drop_all()
 
 
 @pytest.fixture

@@ -26,6 +26,18 @@ def execute(conninfo: str, script: str) -> None:
         conn.execute(script)
 
 
+def dbname(conninfo: str) -> str:
+    """The database a conninfo the tests built names."""
+    return str(conninfo_to_dict(conninfo)["dbname"])
+
+
+def databases(server: Server, like: str) -> list[str]:
+    """The databases on `server` whose names match the LIKE pattern."""
+    with psycopg.connect(server.conninfo) as conn:
+        return [row[0] for row in conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,))]
+
+
 def scalar(conninfo: str, query: str, params: Any = None) -> Any:
     with psycopg.connect(conninfo, autocommit=True) as conn:
         row = conn.execute(query, params).fetchone()

@@ -111,18 +111,46 @@ def _unprivileged_user(base: Path) -> str | None:
     return "embedded_postgres"
 
 
+class NewDatabases:
+    """Databases a test makes on `server`, each dropped afterwards with every scratch and old
+    copy a restore made of it (`<name>_restoring_…`, `<name>_old_…`), however the test ended."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.names: list[str] = []
+
+    def __call__(self, prefix: str = "rt_test", *, create: bool = True) -> str:
+        """The conninfo of a database with a fresh name; created empty unless `create=False`
+        (a name for the restore to create)."""
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        self.names.append(name)
+        if create:
+            with psycopg.connect(self.server.conninfo, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.server.database(name)
+
+    def drop_all(self) -> None:
+        with psycopg.connect(self.server.conninfo, autocommit=True) as conn:
+            for name in self.names:
+                copies = conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname = %s"
+                    " OR starts_with(datname, %s) OR starts_with(datname, %s)",
+                    (name, f"{name[:40]}_restoring_", f"{name[:45]}_old_")).fetchall()
+                for (found,) in copies:
+                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(found)))
+        self.names.clear()
+
+
 @contextmanager
 def scratch_database(server: Server, prefix: str = "rt_test") -> Iterator[str]:
-    """A new database on `server`, dropped WITH (FORCE) afterwards; yields its conninfo."""
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server.conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    """A new database on `server`, dropped WITH (FORCE) afterwards with any copies a restore
+    made of it; yields its conninfo."""
+    made = NewDatabases(server)
     try:
-        yield server.database(name)
+        yield made(prefix)
     finally:
-        with psycopg.connect(server.conninfo, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+        made.drop_all()
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.helpers import execute, password_url, pg_dump, row_counts, scalar
-from tests.servers import Server, cluster, embedded_bin_dir, scratch_database
+from tests.helpers import databases, dbname, execute, password_url, pg_dump, row_counts, scalar
+from tests.servers import NewDatabases, Server, cluster, embedded_bin_dir, scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "backups/battery-hub.dump"
@@ -62,12 +62,6 @@ def _processes_running(word: str) -> list[str]:
     return lines
 
 
-def _databases(server: Server, like: str) -> list[str]:
-    with psycopg.connect(server.conninfo) as conn:
-        return [row[0] for row in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,))]
-
-
 @pytest.fixture(scope="module")
 def slow_dump(main_server: Server, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A custom dump that takes a few seconds to restore (1.5M rows and two indexes)."""
@@ -85,21 +79,11 @@ def slow_dump(main_server: Server, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture
-def target(main_server: Server) -> Iterator[str]:
-    """A database with data (to be replaced), and afterwards none of its scratch or old
-    copies left."""
-    with scratch_database(main_server, "rt_fault") as conninfo:
-        execute(conninfo, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1), (2)")
-        yield conninfo
-    name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
-    with psycopg.connect(main_server.conninfo, autocommit=True) as conn:
-        for (other,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
-                                     (f"{str(name)[:40]}_%",)).fetchall():
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(other)))
-
-
-def _name(conninfo: str) -> str:
-    return str(psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"])
+def target(new_database: NewDatabases) -> str:
+    """A database with data (to be replaced); it and its copies are dropped afterwards."""
+    conninfo = new_database("rt_fault")
+    execute(conninfo, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1), (2)")
+    return conninfo
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -115,10 +99,10 @@ def test_a_signal_to_us_alone_mid_load_stops_pg_restore_and_drops_the_scratch(
     errors = [line for line in err.splitlines() if not line.startswith("loading: ")]
     assert errors == [
         f'error: Interrupted ({name}) during load: the scratch database '
-        f'"{_name(target)[:40]}_restoring_{err.split("_restoring_")[1].split(chr(34))[0]}" '
-        f'was dropped; "{_name(target)}" was not changed.']
+        f'"{dbname(target)[:40]}_restoring_{err.split("_restoring_")[1].split(chr(34))[0]}" '
+        f'was dropped; "{dbname(target)}" was not changed.']
     assert row_counts(target) == {"precious": 2}
-    assert _databases(main_server, f"{_name(target)[:40]}_restoring_%") == []
+    assert databases(main_server, f"{dbname(target)[:40]}_restoring_%") == []
     assert _processes_running(str(slow_dump)) == []  # no pg_restore outlived us
 
 
@@ -130,7 +114,7 @@ def test_a_second_run_on_the_same_target_fails_fast_naming_the_first(
     started = time.monotonic()
     code, _, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target, "--replace"))
     assert code == 3 and time.monotonic() - started < 10
-    assert f'Another run is working on database "{_name(target)}": restore-tool restore ' \
+    assert f'Another run is working on database "{dbname(target)}": restore-tool restore ' \
            f"(pid {first.pid} on " in err
     assert "from a local socket, since 20" in err
     code, _, err = _finish(_cli("fix-sequences", "--database-url", target))
@@ -158,11 +142,11 @@ def test_wait_connections_gives_up_and_changes_nothing(main_server: Server, targ
         code, out, _ = _finish(_cli("restore", str(SAMPLE), "--database-url", target,
                                     "--replace", "--wait-connections", "1"))
         assert code == 1
-        assert ('1 session(s) still connected to "' + _name(target) + '" after 1 s: '
+        assert ('1 session(s) still connected to "' + dbname(target) + '" after 1 s: '
                 "report-job") in out
         client.execute("SELECT 1")  # untouched
     assert row_counts(target) == {"precious": 2}  # new connections are allowed again
-    assert _databases(main_server, f"{_name(target)[:40]}_%") == []
+    assert databases(main_server, f"{dbname(target)[:40]}_%") == []
 
 
 def test_prepared_transactions_stop_the_swap_with_a_clear_message(tmp_path: Path) -> None:
@@ -180,15 +164,15 @@ def test_prepared_transactions_stop_the_swap_with_a_clear_message(tmp_path: Path
         assert "nothing was swapped" in out
         execute(app, "ROLLBACK PREPARED 'pay-42'")
         assert row_counts(app) == {"precious": 1}
-        assert _databases(server, "app_%") == []
+        assert databases(server, "app_%") == []
 
 
 def test_protected_targets_need_confirm(target: str, tmp_path: Path) -> None:
     env = {"RESTORE_TOOL_PROTECTED": "staging, rt_fault*"}
     code, _, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target, "--replace",
                                 env=env))
-    assert code == 2 and f'Database "{_name(target)}" is protected (it matches "rt_fault*")' \
-        in err and f"--confirm {_name(target)}" in err
+    assert code == 2 and f'Database "{dbname(target)}" is protected (it matches "rt_fault*")' \
+        in err and f"--confirm {dbname(target)}" in err
     code, _, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target, "--replace",
                                 "--confirm", "some_other_db", env=env))
     assert code == 2 and "is protected" in err
@@ -203,7 +187,7 @@ def test_protected_targets_need_confirm(target: str, tmp_path: Path) -> None:
     code, _, err = _finish(_cli("fix-sequences", "--database-url", target, cwd=tmp_path))
     assert code == 2 and 'matches "*FAULT*"' in err
     code, out, err = _finish(_cli("restore", str(SAMPLE), "--database-url", target,
-                                  "--replace", "--confirm", _name(target), cwd=tmp_path))
+                                  "--replace", "--confirm", dbname(target), cwd=tmp_path))
     assert code == 0, out + err
 
 
@@ -241,7 +225,7 @@ def test_the_server_stopping_mid_restore_is_one_sentence(slow_dump: Path, tmp_pa
         app = server.database("app")
         execute(app, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
         process = _cli("restore", str(slow_dump), "--database-url", app, "--replace")
-        _until(lambda: len(_databases(server, "app_restoring_%")) == 1)
+        _until(lambda: len(databases(server, "app_restoring_%")) == 1)
         time.sleep(0.5)
         assert server.bin_dir is not None and server.data_dir is not None
         subprocess.run([str(server.bin_dir / "pg_ctl"), "-D", str(server.data_dir), "-m",
@@ -280,12 +264,13 @@ def _password_in_argv(process: subprocess.Popen[str], password: str) -> list[str
 
 @pytest.mark.parametrize("leaky", [False, True], ids=["as shipped", "leak injected"])
 def test_the_password_shows_nowhere_during_a_restore(
-        main_server: Server, password_role: tuple[str, str], slow_dump: Path,
-        tmp_path: Path, leaky: bool) -> None:
+        main_server: Server, password_role: tuple[str, str], new_database: NewDatabases,
+        slow_dump: Path, tmp_path: Path, leaky: bool) -> None:
+    # new_database after password_role: its databases go first, then the role owning them
     role, password = password_role
     execute(main_server.conninfo, sql.SQL("ALTER ROLE {} CREATEDB").format(
         sql.Identifier(role)).as_string())
-    target = f"rt_secret_{'leaky' if leaky else 'target'}"
+    target = dbname(new_database("rt_secret", create=False))
     url = password_url(main_server, role, password, target)
     report = tmp_path / "report.md"
     args = ["restore", str(slow_dump), "--database-url", url, "--no-owner", "--json",
@@ -295,7 +280,6 @@ def test_the_password_shows_nowhere_during_a_restore(
                if leaky else _cli(*args))
     seen = _password_in_argv(process, password)
     code, out, err = _finish(process)
-    execute(main_server.conninfo, f"DROP DATABASE IF EXISTS {target} WITH (FORCE)")
     assert code == 0, out + err
     if leaky:  # the check catches a leak when there is one
         assert any("pg_restore" in line for line in seen)

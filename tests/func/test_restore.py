@@ -12,25 +12,28 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from restore_tool import commands, report
 from restore_tool.errors import MissingBinary
 from restore_tool.pipeline import Status
 from restore_tool.restore import archive
 from restore_tool.sequences.plan import Action
-from tests.helpers import by_label, execute, load_chinook, pg_dump, row_counts, scalar, settings
-from tests.servers import Server, embedded_bin_dir, scratch_database
+from tests.helpers import (
+    by_label,
+    databases,
+    dbname,
+    execute,
+    load_chinook,
+    pg_dump,
+    row_counts,
+    scalar,
+    settings,
+)
+from tests.servers import NewDatabases, Server, embedded_bin_dir, scratch_database
 
 ROOT = Path(__file__).resolve().parents[2]
 FORMATS = ["custom", "directory", "tar", "plain", "plain.gz", "custom.gz", "custom.zst",
            "plain.lz4"]
-
-
-def databases(server: Server, like: str) -> list[str]:
-    with psycopg.connect(server.conninfo) as conn:
-        return [row[0] for row in conn.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY 1", (like,))]
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +53,11 @@ def _dump(chinook: tuple[str, Path], fmt: str) -> Path:
     return existing if existing.exists() else pg_dump(source, folder, fmt)
 
 
-def _new_target(server: Server, name: str) -> str:
-    """A database name that does not exist yet on `server` (dropped again by the test)."""
-    with psycopg.connect(server.conninfo, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(name)))
-    return server.database(name)
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_restores_the_same_rows_and_repairs_sequences(
-        main_server: Server, chinook: tuple[str, Path], fmt: str, tmp_path: Path) -> None:
-    target = _new_target(main_server, "rt_restored_" + fmt.replace(".", "_"))
+        new_database: NewDatabases, chinook: tuple[str, Path], fmt: str, tmp_path: Path
+        ) -> None:
+    target = new_database("rt_restored", create=False)
     result = commands.restore(settings(target, tmp_path), _dump(chinook, fmt))
     assert result.exit_code == 0, report.render(result)
     assert row_counts(target) == row_counts(chinook[0])
@@ -72,7 +68,6 @@ def test_every_format_restores_the_same_rows_and_repairs_sequences(
     execute(target, "INSERT INTO artist (name) VALUES ('after the restore')")
     if fmt.startswith(("custom", "directory", "tar")):  # database settings travel with them
         assert scalar(target, "SHOW work_mem") == "7MB"
-    _new_target(main_server, "rt_restored_" + fmt.replace(".", "_"))
 
 
 def test_inspect_reads_format_versions_and_counts(chinook: tuple[str, Path]) -> None:
@@ -126,25 +121,23 @@ def test_a_database_with_data_is_refused_without_replace(main_db: str, tmp_path:
     assert row_counts(main_db) == {"precious": 1}
 
 
-def test_replace_swaps_in_and_keeps_the_old_database(main_server: Server, tmp_path: Path
-                                                     ) -> None:
-    target = _new_target(main_server, "rt_replaced")
-    execute(main_server.conninfo, "CREATE DATABASE rt_replaced")
+def test_replace_swaps_in_and_keeps_the_old_database(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
+    target = new_database("rt_replaced")
+    name = dbname(target)
     execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
     result = commands.restore(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
                          commands.Options(replace=True))
     assert result.exit_code == 0, report.render(result)
     assert "precious" not in row_counts(target) and row_counts(target)["user"] == 16
-    old = databases(main_server, "rt_replaced_old_%")
+    old = databases(main_server, f"{name}_old_%")
     assert len(old) == 1 and row_counts(main_server.database(old[0])) == {"precious": 1}
-    assert databases(main_server, "rt_replaced_restoring_%") == []
+    assert databases(main_server, f"{name}_restoring_%") == []
 
     again = commands.restore(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
                         commands.Options(replace=True, drop_old=True))
     assert again.exit_code == 0
-    assert databases(main_server, "rt_replaced_old_%") == old  # the first one, kept
-    for name in [*old, "rt_replaced"]:
-        _new_target(main_server, name)
+    assert databases(main_server, f"{name}_old_%") == old  # the first one, kept
 
 
 def _failing_source(server: Server) -> Iterator[str]:
@@ -163,61 +156,60 @@ def _failing_source(server: Server) -> Iterator[str]:
 
 @pytest.mark.parametrize("fmt", ["custom", "plain"])
 def test_a_failing_statement_leaves_the_old_database_and_no_scratch(
-        main_server: Server, tmp_path: Path, fmt: str) -> None:
+        main_server: Server, new_database: NewDatabases, tmp_path: Path, fmt: str) -> None:
     for source in _failing_source(main_server):
         dump = pg_dump(source, tmp_path, fmt)
-    target = _new_target(main_server, "rt_kept")
-    execute(main_server.conninfo, "CREATE DATABASE rt_kept")
+    target = new_database("rt_kept")
+    name = dbname(target)
     execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
     result = commands.restore(settings(target, tmp_path), dump, commands.Options(replace=True))
     load_step = next(s for s in result.steps if s.name == "load")
     assert result.exit_code == 1 and load_step.status is Status.FAILED
     assert "parent" in load_step.summary
     assert row_counts(target) == {"precious": 1}
-    assert databases(main_server, "rt_kept_%") == []
-    assert 'Database "rt_kept" was not changed.' in report.render(result)
-    _new_target(main_server, "rt_kept")
+    assert databases(main_server, f"{name}_%") == []
+    assert f'Database "{name}" was not changed.' in report.render(result)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.95])
 def test_a_truncated_dump_leaves_the_old_database_and_no_scratch(
-        main_server: Server, chinook: tuple[str, Path], tmp_path: Path, keep: float) -> None:
+        main_server: Server, new_database: NewDatabases, chinook: tuple[str, Path],
+        tmp_path: Path, keep: float) -> None:
     """Cut short in its data (the TOC still reads) or near its end: the load fails, the
     scratch database is dropped, the target keeps its data."""
     whole = _dump(chinook, "custom").read_bytes()
     dump = tmp_path / "truncated.dump"
     dump.write_bytes(whole[:int(len(whole) * keep)])
-    target = _new_target(main_server, "rt_truncated")
-    execute(main_server.conninfo, "CREATE DATABASE rt_truncated")
+    target = new_database("rt_truncated")
     execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
     result = commands.restore(settings(target, tmp_path), dump, commands.Options(replace=True))
     assert result.exit_code != 0
     failed = next(s for s in result.steps if s.status is Status.FAILED)
     assert failed.name in ("preflight", "load")
     assert row_counts(target) == {"precious": 1}
-    assert databases(main_server, "rt_truncated_%") == []
-    _new_target(main_server, "rt_truncated")
+    assert databases(main_server, f"{dbname(target)}_%") == []
 
 
-def test_plain_sql_with_an_error_loads_nothing(main_server: Server, tmp_path: Path) -> None:
+def test_plain_sql_with_an_error_loads_nothing(main_server: Server, new_database: NewDatabases,
+                                               tmp_path: Path) -> None:
     """psql runs the script in one transaction: a new target is dropped again, an existing
     empty one stays empty."""
     script = tmp_path / "seed.sql"
     script.write_text("CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n"
                       "INSERT INTO missing_table VALUES (2);\nCREATE TABLE b (id int);\n")
-    target = _new_target(main_server, "rt_plain_error")
+    target = new_database("rt_plain_error", create=False)
     result = commands.restore(settings(target, tmp_path), script)
     assert result.exit_code == 1
     assert 'relation "missing_table" does not exist' in result.steps[1].summary
-    assert databases(main_server, "rt_plain_error") == []
-    with scratch_database(main_server, "rt_plain_empty") as empty:
-        assert commands.restore(settings(empty, tmp_path), script).exit_code == 1
-        assert row_counts(empty) == {}
+    assert databases(main_server, dbname(target)) == []
+    empty = new_database("rt_plain_empty")
+    assert commands.restore(settings(empty, tmp_path), script).exit_code == 1
+    assert row_counts(empty) == {}
 
 
-def test_hooks_run_on_the_restored_database_before_the_swap(main_server: Server,
+def test_hooks_run_on_the_restored_database_before_the_swap(new_database: NewDatabases,
                                                            tmp_path: Path) -> None:
-    target = _new_target(main_server, "rt_hooks")
+    target = new_database("rt_hooks", create=False)
     scrub = tmp_path / "scrub.sql"
     scrub.write_text("UPDATE \"user\" SET email = 'user' || user_id || '@example.invalid';")
     migrate = (f"{sys.executable} -c \"import os, psycopg; psycopg.connect(os.environ["
@@ -231,13 +223,12 @@ def test_hooks_run_on_the_restored_database_before_the_swap(main_server: Server,
     missing = commands.restore(settings(target, tmp_path), ROOT / "backups/battery-hub.dump",
                           commands.Options(replace=True, post_sql=(tmp_path / "nope.sql",)))
     assert missing.exit_code == 2 and "nope.sql does not exist" in missing.steps[0].summary
-    _new_target(main_server, "rt_hooks")
 
 
-def test_the_sample_dump_from_the_cli(main_server: Server, tmp_path: Path) -> None:
+def test_the_sample_dump_from_the_cli(new_database: NewDatabases, tmp_path: Path) -> None:
     """What `make demo` runs, against a new database: JSON on stdout, progress on stderr,
     the Markdown report, every step passed and the 22 lagging sequences fixed."""
-    target = _new_target(main_server, "rt_sample")
+    target = new_database("rt_sample", create=False)
     markdown = tmp_path / "report.md"
     done = _cli("restore", str(ROOT / "backups/battery-hub.dump"), "--database-url", target,
                 "--json", "--report", str(markdown), cwd=tmp_path)
@@ -250,7 +241,6 @@ def test_the_sample_dump_from_the_cli(main_server: Server, tmp_path: Path) -> No
     assert shape["steps"][3]["summary"].startswith("fixed 22,")
     assert "loading:" in done.stderr
     assert markdown.read_text().startswith("# restore-tool restore: passed")
-    _new_target(main_server, "rt_sample")
 
 
 def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -267,20 +257,21 @@ def test_a_dump_too_new_for_every_pg_restore_names_what_is_needed(tmp_path: Path
         commands.inspect(path)
 
 
-def test_a_plain_dump_made_with_create_is_refused(main_server: Server, chinook: tuple[str, Path],
-                                                 tmp_path: Path) -> None:
+def test_a_plain_dump_made_with_create_is_refused(
+        main_server: Server, new_database: NewDatabases, chinook: tuple[str, Path],
+        tmp_path: Path) -> None:
     script = tmp_path / "created.sql"
     subprocess.run([str(embedded_bin_dir() / "pg_dump"), "--create", "--file", str(script),
                     "--dbname", chinook[0]], check=True)
-    target = _new_target(main_server, "rt_created")
+    target = new_database("rt_created", create=False)
     result = commands.restore(settings(target, tmp_path), script)
     assert result.exit_code == 2
     assert "was dumped with --create" in result.steps[0].summary
-    assert databases(main_server, "rt_created") == []
+    assert databases(main_server, dbname(target)) == []
 
 
 def test_roles_missing_on_the_target_are_named_before_anything_is_written(
-        main_server: Server, tmp_path: Path) -> None:
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
     role = "rt_ghost_owner"
     execute(main_server.conninfo, f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role}")
     with scratch_database(main_server, "rt_owned") as source:
@@ -288,16 +279,15 @@ def test_roles_missing_on_the_target_are_named_before_anything_is_written(
                         f"INSERT INTO owned VALUES (5); ALTER TABLE owned OWNER TO {role}")
         dump = pg_dump(source, tmp_path, "custom")
     execute(main_server.conninfo, f"DROP ROLE {role}")
-    target = _new_target(main_server, "rt_owned_copy")
+    target = new_database("rt_owned_copy", create=False)
     refused = commands.restore(settings(target, tmp_path), dump)
     assert refused.exit_code == 2
     assert f"roles this server does not have: {role}." in refused.steps[0].summary
     assert "--no-owner" in refused.steps[0].summary
-    assert databases(main_server, "rt_owned_copy") == []
+    assert databases(main_server, dbname(target)) == []
     done = commands.restore(settings(target, tmp_path), dump, commands.Options(no_owner=True))
     assert done.exit_code == 0, report.render(done)
     assert row_counts(target) == {"owned": 1}
-    _new_target(main_server, "rt_owned_copy")
 
 
 def test_a_damaged_gzip_file_and_drop_old_without_replace(main_db: str, tmp_path: Path,
