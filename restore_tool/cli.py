@@ -57,8 +57,8 @@ app.add_typer(embedded_app, name="embedded")
 
 
 @app.callback()
-def root(debug: Annotated[bool, typer.Option(
-        "--debug", help="Show tracebacks for errors.")] = False) -> None:
+def root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False
+         ) -> None:
     """Safe, boring PostgreSQL restores: repair sequences, verify, and more."""
 
 
@@ -77,8 +77,7 @@ Jobs = Annotated[int | None, typer.Option(
 ConfigFile = Annotated[Path | None, typer.Option(
     "--config", help="Read [[smoke]] rows and settings from this file instead of "
     "./restore-tool.toml.")]
-NoSmoke = Annotated[bool, typer.Option(
-    "--no-smoke", help="Skip the smoke test (the rolled-back inserts).")]
+NoSmoke = Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")]
 NoAutoSmoke = Annotated[bool, typer.Option(
     "--no-auto-smoke", help="Smoke-test only the [[smoke]] rows of the config file, no "
     "automatic row per table.")]
@@ -86,13 +85,12 @@ Confirm = Annotated[str | None, typer.Option(
     "--confirm", metavar="DBNAME", help="Required to change a protected target (see "
     "`protected` in restore-tool.toml, RESTORE_TOOL_PROTECTED): its database name.")]
 PgBin = Annotated[list[Path] | None, typer.Option(
-    "--pg-bin", help="Also look for pg_restore, psql and vacuumdb here; repeatable.")]
+    "--pg-bin", help="Use only the pg_restore, psql and vacuumdb in this folder; repeatable.")]
 DumpPath = Annotated[Path, typer.Argument(help="Dump file or directory.", show_default=False)]
 
 
-def _settings(database_url: str | None, env_file: Path | None, use_embedded: bool
-              ) -> config.Settings:
-    return config.resolve(database_url=database_url, env_file=env_file, embedded=use_embedded)
+def _settings(url: str | None, env_file: Path | None, use_embedded: bool) -> config.Settings:
+    return config.resolve(database_url=url, env_file=env_file, embedded=use_embedded)
 
 
 def _emit(result: Report, as_json: bool) -> int:
@@ -106,15 +104,13 @@ def fix_sequences(
     exact: Annotated[bool, typer.Option(
         "--exact", help="Also move sequences that are ahead of their data back to its edge "
         "(reuses ids: only for databases nothing else writes to).")] = False,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Show what would change; call no setval.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show, change nothing.")] = False,
     lock: Annotated[bool, typer.Option(
         "--lock", help="Hold writers off each table (SHARE ROW EXCLUSIVE, with a lock "
         "timeout) while its sequence is moved: for databases in use.")] = False,
     jobs: Jobs = None, config_file: ConfigFile = None, confirm: Confirm = None,
     database_url: DatabaseUrl = None, env_file: EnvFile = None, use_embedded: Embedded = False,
-    as_json: Json = False,
-) -> int:
+    as_json: Json = False) -> int:
     """Move every sequence that lags its data just past it (forward only)."""
     return _emit(commands.fix_sequences(
         _settings(database_url, env_file, use_embedded), schemas=schema or (), exact=exact,
@@ -127,8 +123,7 @@ def verify(
     schema: Schemas = None, jobs: Jobs = None, config_file: ConfigFile = None,
     no_smoke: NoSmoke = False, no_auto_smoke: NoAutoSmoke = False,
     database_url: DatabaseUrl = None, env_file: EnvFile = None,
-    use_embedded: Embedded = False, as_json: Json = False,
-) -> int:
+    use_embedded: Embedded = False, as_json: Json = False) -> int:
     """Health check for deploys: exit 0 when no sequence lags its data and a rolled-back
     insert into every table works, 1 when not. Changes no data."""
     return _emit(commands.verify(
@@ -154,17 +149,21 @@ def restore_dump(
     drop_old: Annotated[bool, typer.Option(
         "--drop-old", help="With --replace: drop the old database after the swap.")] = False,
     jobs: Jobs = None,
-    no_owner: Annotated[bool, typer.Option(
-        "--no-owner", help="Make the restoring role own everything (for dumps whose roles "
-        "do not exist here).")] = False,
+    no_owner: Annotated[bool, typer.Option("--no-owner", help="Make the restoring role own "
+                                           "everything (roles the server lacks).")] = False,
+    no_privileges: Annotated[bool, typer.Option("--no-privileges", help="Leave out GRANT and "
+                                                "REVOKE (grantees the server lacks).")] = False,
+    no_tablespaces: Annotated[bool, typer.Option("--no-tablespaces", help="Create everything "
+                                                 "in the default tablespace.")] = False,
+    server_locale: Annotated[bool, typer.Option("--server-locale", help="Create the database "
+                             "with the server's encoding and locale, not the dump's.")] = False,
     migrate: Annotated[str | None, typer.Option(
         "--migrate", help="Command to run on the restored database before any swap, with "
         "DATABASE_URL set (e.g. \"alembic upgrade head\").")] = None,
     post_sql: Annotated[list[Path] | None, typer.Option(
         "--post-sql", help="SQL file to run on the restored database before any swap (one "
         "transaction each); repeatable.")] = None,
-    no_analyze: Annotated[bool, typer.Option(
-        "--no-analyze", help="Skip the ANALYZE pass.")] = False,
+    no_analyze: Annotated[bool, typer.Option("--no-analyze", help="Skip ANALYZE.")] = False,
     config_file: ConfigFile = None, no_smoke: NoSmoke = False, no_auto_smoke: NoAutoSmoke = False,
     wait_connections: Annotated[float | None, typer.Option(
         "--wait-connections", metavar="SECONDS", min=0, help="With --replace: wait this "
@@ -180,8 +179,9 @@ def restore_dump(
 ) -> int:
     """Restore a dump: load, repair sequences, analyze, smoke-test, verify, checklist."""
     options = commands.Options(
-        replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner, migrate=migrate,
-        post_sql=tuple(post_sql or ()), analyze=not no_analyze,
+        replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner,
+        no_privileges=no_privileges, no_tablespaces=no_tablespaces, server_locale=server_locale,
+        migrate=migrate, post_sql=tuple(post_sql or ()), analyze=not no_analyze,
         wait_connections=wait_connections, pg_bin=tuple(pg_bin or ()))
     found = project.load(config_file)
     with progress.reporter() as show:

@@ -84,7 +84,13 @@ def has_data(info: str) -> bool:
     return bool(row and row[0])
 
 
-def create_database(conn: Connection, name: str) -> None:
+def create_database(conn: Connection, name: str, options: str = "") -> None:
+    """CREATE DATABASE from template0, with `options` as a dump's own CREATE DATABASE writes
+    them (`TEMPLATE = template0 ENCODING = 'LATIN1' LOCALE_PROVIDER = icu …`) when given."""
+    if options:
+        conn.execute(sql.SQL("CREATE DATABASE {} WITH {}").format(sql.Identifier(name),
+                                                                 sql.SQL(options)))
+        return
     conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
 
 

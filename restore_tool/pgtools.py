@@ -36,27 +36,28 @@ class Tool:
         return ".".join(map(str, self.version))
 
 
-def search_dirs(extra: Iterable[Path] = ()) -> list[Path]:
-    """Where client tools are looked for, in order of preference for equal versions."""
-    dirs = [*extra, embedded.bin_dir()]
+def search_dirs(pinned: Iterable[Path] = ()) -> list[Path]:
+    """Where client tools are looked for, in order of preference for equal versions: only the
+    `pinned` folders (--pg-bin) when given, else the bundled 18, PATH, /usr/lib/postgresql."""
+    pinned = list(pinned)
+    if pinned:
+        return list(dict.fromkeys(pinned))
+    dirs = [embedded.bin_dir()]
     dirs += [Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p]
     dirs += sorted((Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")), reverse=True)
     return list(dict.fromkeys(dirs))
 
 
-def find(name: str, extra: Iterable[Path] = ()) -> Tool:
+def find(name: str, pinned: Iterable[Path] = ()) -> Tool:
     """The newest `name` found (a newer client reads every older server and dump)."""
-    tools = find_all(name, extra)
-    if not tools:
-        raise MissingBinary(f"{name} was not found.",
-                            "Install the PostgreSQL client tools or pass --pg-bin DIR.")
-    return max(tools, key=lambda tool: tool.version)
+    return max(_found(name, pinned))
 
 
-def find_all(name: str, extra: Iterable[Path] = ()) -> list[Tool]:
+def find_all(name: str, pinned: Iterable[Path] = ()) -> list[Tool]:
+    """Every `name` found (one per real file), newest first."""
     seen: set[Path] = set()
     tools: list[Tool] = []
-    for directory in search_dirs(extra):
+    for directory in search_dirs(pinned):
         found = shutil.which(name, path=str(directory))
         if not found:
             continue
@@ -67,7 +68,43 @@ def find_all(name: str, extra: Iterable[Path] = ()) -> list[Tool]:
         version = tool_version(Path(found))
         if version is not None:
             tools.append(Tool(version, Path(found)))
+    return sorted(tools, key=lambda tool: tool.version, reverse=True)
+
+
+def _found(name: str, pinned: Iterable[Path]) -> list[Tool]:
+    pinned = list(pinned)
+    tools = find_all(name, pinned)
+    if not tools:
+        where = f" in --pg-bin {', '.join(map(str, pinned))}" if pinned else ""
+        raise MissingBinary(f"{name} was not found{where}.",
+                            "Install the PostgreSQL client tools or pass --pg-bin DIR.")
     return tools
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The client chosen for a server, and why (for the `Tools:` line)."""
+
+    tool: Tool
+    reason: str
+
+
+def choose(tools: Sequence[Tool], server_major: int) -> Choice:
+    """The client for a server of `server_major`, among `tools` (the ones that can do the job,
+    e.g. read the dump): the same major, which sends nothing the server does not know; else
+    the oldest newer one (the fewest settings the server lacks); else the newest older one."""
+    same = [t for t in tools if t.version[0] == server_major]
+    if same:
+        return Choice(max(same), "the server's major")
+    newer = [t for t in tools if t.version[0] > server_major]
+    if newer:
+        return Choice(min(newer), f"no {server_major} client here; the oldest newer one")
+    return Choice(max(tools), f"no {server_major} client here; the newest older one")
+
+
+def chosen(name: str, server_major: int, pinned: Iterable[Path] = ()) -> Choice:
+    """`choose` among every `name` found."""
+    return choose(_found(name, pinned), server_major)
 
 
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -94,14 +131,20 @@ def version_cmd(path: Path) -> list[str]:
 
 
 def pg_restore_cmd(tool: Tool, conninfo: str, archive: Path, *, jobs: int = 1,
-                   no_owner: bool = False) -> list[str]:
+                   no_owner: bool = False, no_privileges: bool = False,
+                   no_tablespaces: bool = False, use_list: Path | None = None) -> list[str]:
     """pg_restore into `conninfo`, verbose (its progress and errors are read line by line),
-    with `jobs` parallel workers (custom and directory archives only)."""
+    with `jobs` parallel workers (custom and directory archives only), only the entries of
+    `use_list` when given."""
     argv = [str(tool.path), "--verbose", "--dbname", conninfo]
     if jobs > 1:
         argv += ["--jobs", str(jobs)]
-    if no_owner:
-        argv += ["--no-owner"]
+    for flag, wanted in (("--no-owner", no_owner), ("--no-privileges", no_privileges),
+                         ("--no-tablespaces", no_tablespaces)):
+        if wanted:
+            argv.append(flag)
+    if use_list is not None:
+        argv += ["--use-list", str(use_list)]
     return [*argv, str(archive)]
 
 
@@ -110,15 +153,10 @@ def pg_restore_list_cmd(tool: Tool, archive: Path) -> list[str]:
     return [str(tool.path), "--list", str(archive)]
 
 
-def pg_restore_script_cmd(tool: Tool, archive: Path, *, use_list: Path,
-                          create: bool = False, schema_only: bool = False) -> list[str]:
-    """The archive's entries named in `use_list` as an SQL script on stdout."""
-    argv = [str(tool.path)]
-    if create:
-        argv += ["--create"]
-    if schema_only:
-        argv += ["--schema-only"]
-    return [*argv, "--use-list", str(use_list), "--file", "-", str(archive)]
+def pg_restore_database_cmd(tool: Tool, archive: Path) -> list[str]:
+    """The archive's schema as a script with --create: its first entries are the database's
+    own (CREATE DATABASE with encoding and locale, its COMMENT, ALTER DATABASE … SET)."""
+    return [str(tool.path), "--create", "--schema-only", "--file", "-", str(archive)]
 
 
 def psql_cmd(tool: Tool, conninfo: str, args: Sequence[str] = ()) -> list[str]:
@@ -166,7 +204,8 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
         if foreground:
             command(*argv[1:], _fg=True, _env=environment)
             return ""
-        return str(_waited(command(*argv[1:], _env=environment, _bg=True, _bg_exc=False)))
+        return str(_waited(command(*argv[1:], _env=environment, _bg=True, _bg_exc=False,
+                                   _decode_errors="replace")))
     except sh.ErrorReturnCode as error:
         stderr = error.stderr.decode(errors="replace") if error.stderr else ""
         raise failed(argv, int(error.exit_code), stderr.strip().splitlines()) from None
@@ -193,7 +232,7 @@ def stream(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str],
         with open(os.devnull, "wb") as sink:
             process = _waited(command(*argv[1:], _env=dict(env), _err=on_line, _out=sink,
                                       _in=stdin, _ok_code=list(range(256)), _bg=True,
-                                      _bg_exc=False))
+                                      _bg_exc=False, _decode_errors="replace"))
     except sh.CommandNotFound:
         raise MissingBinary(f"{argv[0]} was not found.") from None
     return int(process.exit_code)

@@ -26,6 +26,7 @@ class StepName(enum.StrEnum):
     ANALYZE = "analyze"
     SMOKE_TEST = "smoke test"
     CHECK_SEQUENCES = "check sequences"
+    DATABASE_SETTINGS = "database settings"
     SWAP = "swap"
 
 

@@ -55,7 +55,8 @@ def render_dump(dump: Dump) -> str:
         f"Contains:    {counts}",
         f"Owners:      {', '.join(dump.owners) or 'none named'}",
         f"Readable by: {readers}",
-        f"Would use:   {dump.reader.path}",
+        "Restore uses: the reader of the target server's major, else the oldest newer one "
+        "(--pg-bin pins)",
     ]
     return "\n".join(lines) + "\n"
 

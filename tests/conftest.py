@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
@@ -14,16 +15,16 @@ from psycopg import sql
 
 from tests.helpers import execute
 from tests.servers import (
+    MATRIX_VERSIONS,
     NewDatabases,
     Server,
     embedded_server,
     scratch_database,
-    system_server,
-    system_versions,
+    version_server,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-MATRIX = ["embedded", *(f"pg{version}" for version in system_versions())]
+MATRIX = ["embedded", *(f"pg{version}" for version in MATRIX_VERSIONS)]
 
 
 @pytest.fixture(scope="session")
@@ -42,18 +43,38 @@ def main_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield server
 
 
-@pytest.fixture(scope="session", params=MATRIX)
-def server(request: pytest.FixtureRequest, main_server: Server,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Every PostgreSQL found: the sequence tests run once against each."""
-    if request.param == "embedded":
-        yield main_server
-        return
-    version = request.param.removeprefix("pg")
-    if not Path(f"/usr/lib/postgresql/{version}/bin/postgres").exists():
-        pytest.skip(f"PostgreSQL {version} is not installed on this machine")
-    with system_server(version, tmp_path_factory.mktemp(request.param)) as found:
+class Servers:
+    """One throwaway cluster per PostgreSQL major, started on first use and kept for the
+    session; 18 is the main server. Skips a major whose binaries cannot be had."""
+
+    def __init__(self, main: Server, factory: pytest.TempPathFactory) -> None:
+        self.main, self.factory = main, factory
+        self.stack = ExitStack()
+        self.started: dict[str, Server] = {}
+
+    def __getitem__(self, version: str) -> Server:
+        if version == "18":
+            return self.main
+        if version not in self.started:
+            self.started[version] = self.stack.enter_context(
+                version_server(version, self.factory.mktemp(f"pg{version}")))
+        return self.started[version]
+
+
+@pytest.fixture(scope="session")
+def servers(main_server: Server, tmp_path_factory: pytest.TempPathFactory
+            ) -> Iterator[Servers]:
+    found = Servers(main_server, tmp_path_factory)
+    with found.stack:
         yield found
+
+
+@pytest.fixture(scope="session", params=MATRIX)
+def server(request: pytest.FixtureRequest, servers: Servers) -> Server:
+    """Every PostgreSQL of the matrix: the sequence tests run once against each."""
+    if request.param == "embedded":
+        return servers.main
+    return servers[request.param.removeprefix("pg")]
 
 
 @pytest.fixture

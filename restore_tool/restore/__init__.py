@@ -35,6 +35,9 @@ class Options:
     drop_old: bool = False  # drop the replaced database instead of keeping it renamed
     jobs: int | None = None  # pg_restore -j, vacuumdb -j, sequence connections
     no_owner: bool = False
+    no_privileges: bool = False  # leave out GRANT/REVOKE (roles the target lacks)
+    no_tablespaces: bool = False
+    server_locale: bool = False  # create with the server's encoding and locale, not the dump's
     migrate: str | None = None  # e.g. "alembic upgrade head", with DATABASE_URL set
     post_sql: tuple[Path, ...] = ()
     analyze: bool = True
@@ -66,6 +69,7 @@ class _Run:
     server: load.Server = field(default_factory=lambda: load.Server(0, frozenset()))
     dump: Dump | None = None
     readable: Path | None = None
+    properties: load.DatabaseProperties = field(default_factory=load.DatabaseProperties)
     into: str = ""  # the database being loaded: the target itself, or a scratch one
     created: bool = False  # we created `into`: drop it if anything fails
     old: str | None = None  # the target's new name after a swap
@@ -106,7 +110,8 @@ def run(settings: Settings, path: Path, options: Options = Options(), *,
         steps = [step(StepName.PREFLIGHT, _preflight), step(StepName.LOAD, _load),
                  step(StepName.POST_RESTORE, _post_restore),
                  step(StepName.REPAIR_SEQUENCES, _repair), step(StepName.ANALYZE, _analyze),
-                 step(StepName.SMOKE_TEST, _smoke), step(StepName.CHECK_SEQUENCES, _verify)]
+                 step(StepName.SMOKE_TEST, _smoke), step(StepName.CHECK_SEQUENCES, _verify),
+                 step(StepName.DATABASE_SETTINGS, _database_settings)]
         if options.replace:
             steps.append(step(StepName.SWAP, _swap))
         results: tuple[StepResult, ...] = ()
@@ -195,62 +200,125 @@ def _preflight(state: _Run) -> Outcome:
         raise BadInput(f"The dump's objects belong to roles this server does not have: "
                        f"{', '.join(missing)}.", "Create them, or use --no-owner to make the "
                        "restoring role own everything.")
-    state.tools = {"loader": dump.reader}
-    state.tools["psql"] = pgtools.find("psql", options.pg_bin)
+    major = state.server.major
+    choices = {"loader": pgtools.choose(dump.readers, major),
+               "psql": pgtools.chosen("psql", major, options.pg_bin)}
     if options.analyze:
-        state.tools["vacuumdb"] = pgtools.find("vacuumdb", options.pg_bin)
+        choices["vacuumdb"] = pgtools.chosen("vacuumdb", major, options.pg_bin)
+    state.tools = {role: choice.tool for role, choice in choices.items()}
+    loader = state.tools["loader"]
     state.facts = [
         ("Dump", f"{state.path} ({dump.describe()})"),
-        ("Tools", _tools_fact(state.tools.values())),
+        ("Tools", _tools_fact(choices["loader"], state.tools.values(), bool(options.pg_bin))),
         *state.facts_given,
     ]
     summary = (f"{dump.format} dump, {dump.counts.get('tables', 0)} tables; "
-               f"{dump.reader.name} {dump.reader.version_text} into "
-               f"PostgreSQL {state.server.major}")
+               f"{loader.name} {loader.version_text} into PostgreSQL {major}")
     return Outcome(Status.PASSED, summary)
 
 
-def _tools_fact(tools: Iterable[Tool]) -> str:
-    """`pg_restore 18.6, psql 18.6 (from /usr/lib/postgresql/18/bin)`, a folder named once."""
+def _tools_fact(loader: pgtools.Choice, tools: Iterable[Tool], pinned: bool) -> str:
+    """`pg_restore 16.14, psql 16.14 (from /usr/lib/postgresql/16/bin): the server's major`,
+    a folder named once, and why the loader was chosen."""
     by_dir: dict[Path, list[str]] = {}
     for tool in dict.fromkeys(tools):
         by_dir.setdefault(tool.path.parent, []).append(
             f"{tool.name} {tool.version_text}")
-    return "; ".join(f"{', '.join(names)} (from {folder})" for folder, names in by_dir.items())
+    why = "pinned by --pg-bin" if pinned else loader.reason
+    return "; ".join(f"{', '.join(names)} (from {folder})"
+                     for folder, names in by_dir.items()) + f"; {loader.tool.name}: {why}"
 
 
 def _load(state: _Run) -> Outcome:
     assert state.dump is not None and state.readable is not None
-    dump, options = state.dump, state.options
+    dump, options, loader = state.dump, state.options, state.tools["loader"]
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     if options.replace and state.target_existed:
         state.into = f"{state.target[:40]}_restoring_{stamp}"
         state.old = f"{state.target[:45]}_old_{stamp}"
     else:
         state.into = state.target
+    if dump.format != "plain":
+        state.properties = load.database_properties(loader, state.readable)
+        if options.no_tablespaces:
+            state.properties = state.properties.without_tablespace()
     with _maintenance(state) as conn:
         if state.into != state.target or not state.target_existed:
             state.created = True  # first: an interrupt may land just after it exists
-            db.create_database(conn, state.into)
-        if dump.format != "plain":
-            settings = load.database_settings(dump.reader, state.readable,
-                                              state.work / "empty.list")
-            load.apply_database_settings(conn, state.into, settings)
-    errors = load.load(state.into_info, state.server, dump, state.readable,
-                       jobs=state.jobs, no_owner=options.no_owner, progress=state.progress)
+            _create(conn, state)
+    loaded = load.load(state.into_info, state.server, dump, state.readable, loader,
+                       jobs=state.jobs, leave=load.Leave(options.no_owner, options.no_privileges,
+                                                         options.no_tablespaces),
+                       work=state.work, progress=state.progress)
+    errors = loaded.errors
     real = [e for e in errors if not e.tolerated]
     what = f"into {state.into}" + (f" (scratch for {state.target})"
                                    if state.into != state.target else "")
+    left_out = f"; left out {', '.join(loaded.left_out)}" if loaded.left_out else ""
     if real:
         first = real[0]
         return Outcome(Status.FAILED, f"{len(real)} error(s) {what}; first: {first}",
                        tuple(errors))
+    unpopulated = _unpopulated_matviews(state)
+    if unpopulated:
+        return Outcome(Status.FAILED, f"loaded {what}, but the dump populated materialized "
+                       f"view(s) that are not: {', '.join(unpopulated)}", tuple(errors))
     if errors:
-        return Outcome(Status.WARNING, f"loaded {what}; {len(errors)} tolerated error(s) of a "
-                       f"pg_dump {dump.pg_dump_version} dump on PostgreSQL "
-                       f"{state.server.major}: {errors[0].message}", tuple(errors))
+        return Outcome(Status.WARNING, f"loaded {what}{left_out}; {len(errors)} tolerated "
+                       f"error(s): {loader.name} {loader.version_text} sends settings "
+                       f"PostgreSQL {state.server.major} does not know: {errors[0].message}",
+                       tuple(errors))
     return Outcome(Status.PASSED, f"loaded {what}" + (
-        f", {state.jobs} jobs" if dump.parallel and state.jobs > 1 else ""))
+        f", {state.jobs} jobs" if dump.parallel and state.jobs > 1 else "") + left_out)
+
+
+def _create(conn: db.Connection, state: _Run) -> None:
+    """Create the database to load, with the dump's encoding and locale unless
+    --server-locale; one sentence when this server cannot make them."""
+    options = "" if state.options.server_locale else state.properties.create_options
+    try:
+        db.create_database(conn, state.into, options)
+    except psycopg.errors.DuplicateDatabase:
+        raise
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.FeatureNotSupported,
+            psycopg.errors.WrongObjectType, psycopg.errors.InvalidName,
+            psycopg.errors.UndefinedObject) as error:
+        state.created = False
+        raise BadInput(f"This server cannot create a database as the dump's ({options}): "
+                       f"{error.diag.message_primary}.", "Use --server-locale to create it "
+                       "with the server's default encoding and locale instead.") from None
+
+
+def _unpopulated_matviews(state: _Run) -> list[str]:
+    """The materialized views whose data the archive holds that are not populated."""
+    assert state.dump is not None
+    wanted = [e.rest.rsplit(" ", 1)[0] for e in state.dump.entries
+              if e.kind == "MATERIALIZED VIEW DATA"]
+    if not wanted:
+        return []
+    with closing(db.connect(state.into_info)) as conn:
+        rows = conn.execute("SELECT schemaname || ' ' || matviewname FROM pg_matviews "
+                            "WHERE NOT ispopulated AND schemaname || ' ' || matviewname "
+                            "= ANY(%s) ORDER BY 1", (wanted,)).fetchall()
+    return [row[0].replace(" ", ".", 1) for row in rows]
+
+
+def _database_settings(state: _Run) -> Outcome:
+    """After every other step (a database that sets default_transaction_read_only or its own
+    search_path would get in their way): the dump's comment and database settings."""
+    properties = state.properties
+    if properties.comment is None and not properties.settings:
+        return Outcome(Status.SKIPPED, "the dump carries no database comment or settings"
+                       if state.dump and state.dump.format != "plain"
+                       else "plain SQL carries no database properties")
+    with _maintenance(state) as conn:
+        applied, skipped = load.apply_database_properties(conn, state.into, state.server,
+                                                          properties)
+    summary = f"applied {', '.join(applied) or 'nothing'}"
+    if skipped:
+        return Outcome(Status.WARNING, f"{summary}; skipped {', '.join(skipped)} (unknown to "
+                       f"PostgreSQL {state.server.major})")
+    return Outcome(Status.PASSED, summary)
 
 
 def _post_restore(state: _Run) -> Outcome:
@@ -371,6 +439,8 @@ _HINTS = {
                          "application calls) lags; move it with setval in a --post-sql file. "
                          "A configured row that fails needs fixing in restore-tool.toml.",
     StepName.CHECK_SEQUENCES: "A sequence still lags after the repair: see the lines above.",
+    StepName.DATABASE_SETTINGS: "Read the error above: the dump's ALTER DATABASE … SET or "
+                                "comment could not be applied.",
     StepName.SWAP: "Resolve what the swap names (sessions, prepared transactions), then run "
                    "again.",
 }

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import re
 import shutil
+import tarfile
+import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -67,6 +69,7 @@ class Dump:
     owners: tuple[str, ...] = ()
     readers: tuple[Tool, ...] = ()  # the pg_restore (or psql) binaries that read it
     has_create: bool = False  # plain SQL made with --create (CREATE DATABASE, \connect)
+    entries: tuple[TocEntry, ...] = ()  # an archive's TOC (`pg_restore -l`)
 
     @property
     def parallel(self) -> bool:
@@ -138,7 +141,8 @@ def _format_of(path: Path, head: bytes) -> str:
 
 
 def _text(head: bytes) -> str | None:
-    """`head` as UTF-8 text (the read may have cut its last character), or None."""
+    """`head` as text, or None for binary: UTF-8 (the read may have cut its last character),
+    else one byte a character (a LATIN1 or other single-byte script, `pg_dump -E LATIN1`)."""
     if b"\0" in head:
         return None
     for cut in range(4):
@@ -146,7 +150,7 @@ def _text(head: bytes) -> str | None:
             return head[:len(head) - cut].decode("utf-8")
         except UnicodeDecodeError:
             continue
-    return None
+    return head.decode("latin-1")
 
 
 @contextmanager
@@ -156,7 +160,8 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
     itself, or its decompressed copy in `workdir` (pg_restore -j needs a seekable file)."""
     wrapper = wrapper_of(path)
     if wrapper is None:
-        yield inspect(path, path, None, extra_bins), path
+        inner = _directory_in_tar(path, workdir)
+        yield inspect(path, inner or path, None, extra_bins), inner or path
         return
     target = workdir / (path.name + ".unwrapped")
     if wrapper == "gzip":
@@ -176,6 +181,36 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
         except CommandFailed as error:
             raise BadInput(f"{path} could not be decompressed: {error.message}") from None
     yield inspect(path, target, wrapper, extra_bins), target
+
+
+def _directory_in_tar(path: Path, workdir: Path) -> Path | None:
+    """A tar (or zip) holding a directory-format dump, as dvdrental.tar is often passed
+    around: unpacked into `workdir`, the folder with its toc.dat. None for anything else, a
+    tar-format dump included (its first member is toc.dat itself)."""
+    if path.is_dir():
+        return None
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            toc = _nested_toc(names)
+            if toc is not None:
+                archive.extractall(workdir / "unpacked")
+    elif tarfile.is_tarfile(path):
+        with tarfile.open(path) as archive:
+            names = archive.getnames()
+            toc = _nested_toc(names)
+            if toc is not None:
+                archive.extractall(workdir / "unpacked", filter="data")
+    else:
+        return None
+    return None if toc is None else (workdir / "unpacked" / toc).parent
+
+
+def _nested_toc(names: Sequence[str]) -> str | None:
+    if not names or names[0] == "toc.dat":
+        return None
+    tocs = sorted((n for n in names if n.endswith("/toc.dat") or n == "toc.dat"), key=len)
+    return tocs[0] if tocs else None
 
 
 def inspect(path: Path, readable: Path, wrapper: str | None,
@@ -224,6 +259,7 @@ def _inspect_archive(path: Path, readable: Path, fmt: str, wrapper: str | None,
         counts=toc.counts,
         owners=toc.owners,
         readers=tuple(readers),
+        entries=toc.entries,
     )
 
 

@@ -5,8 +5,9 @@ as the archive carries them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from psycopg import sql
@@ -16,6 +17,7 @@ from ..conninfo import child_env
 from ..db import Connection
 from ..pgtools import Tool
 from ..pipeline import Progress
+from . import script
 from .archive import Dump
 
 # One line per TOC entry done: in a serial restore `creating TABLE "public.user"`,
@@ -28,8 +30,37 @@ _ITEM = re.compile(r"^pg_restore: (?:processing|finished) item \d+ (?:[A-Z]+ )+(
 _FROM_TOC = re.compile(r"^pg_restore: from TOC entry (.*)$")
 _ERROR = re.compile(r"^pg_restore: error: (?:could not execute query: )?(?:ERROR:  )?(.*)$")
 _PSQL_ERROR = re.compile(r"^psql:[^:]*:(\d+): (?:ERROR|FATAL):  (.*)$")
-# settings a newer pg_dump writes that an older server does not know
+# Settings a client sends by itself, by the first major that sends it: pg_restore on every
+# connection (_doSetFixedOutputState), pg_dump at the top of a plain script. A server older
+# than that major does not know them; these errors, and only these, are tolerated.
+CLIENT_SETTINGS = {"transaction_timeout": 17}
 _UNKNOWN_SETTING = re.compile(r'unrecognized configuration parameter "([^"]+)"')
+_COMMAND_SET = re.compile(r"^Command was: SET (\w+) = [^;]*;$")
+# pg_dump 18 --statistics writes these; older servers have no such functions
+STATISTICS_SINCE = 18
+_STATISTICS_CALL = re.compile(r"^SELECT \* FROM pg_catalog\.pg_restore_(?:relation|attribute)"
+                              r"_stats\(")
+_SET = re.compile(r"^SET\s+(\w+)\s*(?:=|TO\s)", re.IGNORECASE)
+_OWNER = re.compile(r"^(?:ALTER\s.*\sOWNER\s+TO\s|SET\s+SESSION\s+AUTHORIZATION\s)",
+                    re.IGNORECASE | re.DOTALL)
+_PRIVILEGES = re.compile(r"^(?:GRANT|REVOKE|ALTER\s+DEFAULT\s+PRIVILEGES)\s", re.IGNORECASE)
+_TABLESPACE = re.compile(r"^SET\s+default_tablespace\s*=", re.IGNORECASE)
+
+
+# Settings a client sends by itself, by the first major that sends it: pg_restore on every
+# connection (_doSetFixedOutputState), pg_dump at the top of a plain script. A server older
+# than that major does not know them; these errors, and only these, are tolerated.
+CLIENT_SETTINGS = {"transaction_timeout": 17}
+_UNKNOWN_SETTING = re.compile(r'unrecognized configuration parameter "([^"]+)"')
+# pg_dump 18 --statistics writes these; older servers have no such functions
+STATISTICS_SINCE = 18
+_STATISTICS_CALL = re.compile(r"^SELECT \* FROM pg_catalog\.pg_restore_(?:relation|attribute)"
+                              r"_stats\(")
+_SET = re.compile(r"^SET\s+(\w+)\s*(?:=|TO\s)", re.IGNORECASE)
+_OWNER = re.compile(r"^(?:ALTER\s.*\sOWNER\s+TO\s|SET\s+SESSION\s+AUTHORIZATION\s)",
+                    re.IGNORECASE | re.DOTALL)
+_PRIVILEGES = re.compile(r"^(?:GRANT|REVOKE|ALTER\s+DEFAULT\s+PRIVILEGES)\s", re.IGNORECASE)
+_TABLESPACE = re.compile(r"^SET\s+default_tablespace\s*=", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -38,6 +69,22 @@ class Server:
 
     major: int
     settings: frozenset[str]  # the names in its pg_settings
+
+    def unknown_sent_by(self, client_major: int) -> frozenset[str]:
+        """The settings a client of `client_major` sends by itself that this server lacks."""
+        return frozenset(name for name, since in CLIENT_SETTINGS.items()
+                         if client_major >= since and name not in self.settings)
+
+
+@dataclass(frozen=True)
+class Leave:
+    """What the user asked to leave out of the load (--no-owner, --no-privileges,
+    --no-tablespaces); the same for archives (pg_restore's flags) and plain SQL (statements
+    left out)."""
+
+    owner: bool = False
+    privileges: bool = False
+    tablespaces: bool = False
 
 
 @dataclass(frozen=True)
@@ -57,12 +104,22 @@ class LoadError:
 
 
 @dataclass
+class Loaded:
+    """What the load met and what it left out on purpose (`3 statistics entries`)."""
+
+    errors: list[LoadError] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RestoreLog:
     """Reads `pg_restore --verbose` line by line: progress (finished TOC items of `total`)
-    and errors, each with the TOC entry named on the line before it."""
+    and errors, each with the TOC entry named on the line before it. Only an unknown setting
+    the client itself `sends` on connecting is tolerated, told by the failed command (a bare
+    `SET x = 0;`): a CREATE that fails, SET clause and all, is an error."""
 
     total: int
-    newer_dump: bool  # a dump from a newer pg_dump than the server: unknown settings expected
+    sends: frozenset[str]  # settings the client sends that the server does not know
     parallel: bool = False  # pg_restore -j: items are counted by number
     progress: Progress | None = None
     done: int = 0
@@ -75,75 +132,111 @@ class RestoreLog:
             self.entry = match.group(1)
         elif match := _ERROR.match(line):
             if "errors ignored on restore" not in line:
-                message = match.group(1)
-                tolerated = self.newer_dump and bool(_UNKNOWN_SETTING.search(message))
-                self.errors.append(LoadError(self.entry, message, tolerated))
+                self.errors.append(LoadError(self.entry, match.group(1)))
+                self.entry = None
+        elif (match := _COMMAND_SET.match(line)) and self.errors:
+            # the failed command was the client's own `SET transaction_timeout = 0;` (a
+            # parallel worker's names the entry it was given; the command tells)
+            last = self.errors[-1]
+            unknown = _UNKNOWN_SETTING.search(last.message)
+            if unknown and unknown.group(1) == match.group(1) and match.group(1) in self.sends:
+                self.errors[-1] = replace(last, tolerated=True)
         elif match := (_ITEM if self.parallel else _STEP).match(line):
             self.done = min(self.total, self.done + 1)
             if self.progress is not None:
                 self.progress(self.done, self.total, match.group(1))
 
 
-def load(conninfo: str, server: Server, dump: Dump, readable: Path, *, jobs: int,
-         no_owner: bool, progress: Progress | None = None) -> list[LoadError]:
-    """Load the dump; every error met, the ones an older server is expected to meet marked
-    tolerated. Plain SQL runs in one transaction, so its first error leaves nothing behind."""
+def load(conninfo: str, server: Server, dump: Dump, readable: Path, loader: Tool, *,
+         jobs: int, leave: Leave, work: Path, progress: Progress | None = None) -> Loaded:
+    """Load the dump with `loader`; every error met, the settings the client sent that the
+    server lacks marked tolerated. Statistics are left out for servers before 18. Plain SQL
+    runs in one transaction, so its first error leaves nothing behind."""
     conninfo, env = child_env(conninfo)
-    newer_dump = server.major < _major(dump.pg_dump_version)
     if dump.format == "plain":
-        return _load_plain(dump.reader, conninfo, env, readable, server if newer_dump else None,
-                           progress)
+        return _load_plain(loader, conninfo, env, readable, server, dump, leave, progress)
+    loaded = Loaded()
+    use_list = None
+    statistics = [e for e in dump.entries if e.kind == "STATISTICS DATA"]
+    if statistics and server.major < STATISTICS_SINCE:
+        use_list = work / "restore.list"
+        use_list.write_text("".join(f"{e.dump_id}; {e.kind} {e.rest}\n" for e in dump.entries
+                                    if e.kind != "STATISTICS DATA"))
+        loaded.left_out.append(_statistics_left_out(len(statistics), server))
     jobs = jobs if dump.parallel else 1
-    argv = pgtools.pg_restore_cmd(dump.reader, conninfo, readable, jobs=jobs, no_owner=no_owner)
-    log = RestoreLog(dump.toc_entries or 0, newer_dump, jobs > 1, progress)
+    argv = pgtools.pg_restore_cmd(loader, conninfo, readable, jobs=jobs,
+                                  no_owner=leave.owner, no_privileges=leave.privileges,
+                                  no_tablespaces=leave.tablespaces, use_list=use_list)
+    log = RestoreLog(dump.toc_entries or 0, server.unknown_sent_by(loader.version[0]),
+                     jobs > 1, progress)
     code = pgtools.stream(argv, env, log.feed)
     if code != 0 and not log.errors:
         log.errors.append(LoadError(None, f"pg_restore exited with code {code}"))
-    return log.errors
+    loaded.errors = log.errors
+    return loaded
+
+
+def _statistics_left_out(count: int, server: Server) -> str:
+    return (f"{count} statistics entr{'y' if count == 1 else 'ies'} (PostgreSQL {server.major} "
+            "cannot load them; analyze rebuilds them)")
 
 
 def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
-                older: Server | None, progress: Progress | None) -> list[LoadError]:
-    """psql in one transaction; for a server `older` than the pg_dump that wrote the script,
-    the SET lines of settings it does not know are left out (and reported as tolerated)."""
+                server: Server, dump: Dump, leave: Leave,
+                progress: Progress | None) -> Loaded:
+    """psql in one transaction, fed the script statement by statement (script.pieces): COPY
+    data passes untouched; left out are the SET statements of settings the server lacks that
+    the dump's pg_dump writes itself (tolerated), what --no-owner, --no-privileges and
+    --no-tablespaces leave out, and statistics for servers before 18."""
     total = readable.stat().st_size
-    errors: list[LoadError] = []
+    loaded = Loaded()
+    sends = server.unknown_sent_by(_major(dump.pg_dump_version))
+    skipped: Counter[str] = Counter()
 
-    def lines() -> Iterator[bytes]:
+    def left_out(piece: script.Piece) -> str | None:
+        head = piece.head
+        if (match := _SET.match(head)) and match.group(1).lower() in sends:
+            loaded.errors.append(LoadError(None, f"skipped {head.strip()} (unknown to "
+                                                 f"PostgreSQL {server.major})", True))
+            return "settings"
+        if leave.owner and _OWNER.match(head):
+            return "ownership statements (--no-owner)"
+        if leave.privileges and _PRIVILEGES.match(head):
+            return "privilege statements (--no-privileges)"
+        if leave.tablespaces and _TABLESPACE.match(head):
+            return "tablespace settings (--no-tablespaces)"
+        if server.major < STATISTICS_SINCE and _STATISTICS_CALL.match(head):
+            return "statistics"
+        return None
+
+    def chunks() -> Iterator[bytes]:
         done = 0
         with readable.open("rb") as handle:
-            for line in handle:
-                done += len(line)
-                if older is not None and line.startswith(b"SET ") and not _known(
-                        _setting_of(line), older):
-                    errors.append(LoadError(None, f"skipped {line.decode().strip()} "
-                                            f"(unknown to PostgreSQL {older.major})", True))
+            for piece in script.pieces(handle):
+                done += len(piece.text)
+                if piece.kind is script.Kind.STATEMENT and (why := left_out(piece)):
+                    skipped[why] += 1
                     continue
-                if progress is not None and done % (1 << 20) < len(line):
+                if progress is not None and done % (1 << 20) < len(piece.text):
                     progress(done, total, "SQL script")
-                yield line
+                yield piece.text
 
     def on_line(line: str) -> None:
         if match := _PSQL_ERROR.match(line.rstrip("\n")):
-            errors.append(LoadError(f"line {match.group(1)}", match.group(2)))
+            loaded.errors.append(LoadError(f"line {match.group(1)}", match.group(2)))
 
     argv = pgtools.psql_script_cmd(tool, conninfo, None)
-    code = pgtools.stream(argv, env, on_line, stdin=lines())
+    code = pgtools.stream(argv, env, on_line, stdin=chunks())
     if progress is not None:
         progress(total, total, "SQL script")
-    if code != 0 and not [e for e in errors if not e.tolerated]:
-        errors.append(LoadError(None, f"psql exited with code {code}"))
-    return errors
-
-
-def _known(setting: str, server: Server) -> bool:
-    """Whether `server` accepts a SET of `setting`: one of its own, or a custom `a.b` one."""
-    return setting in server.settings or "." in setting
-
-
-def _setting_of(line: bytes) -> str:
-    """`transaction_timeout` from `SET transaction_timeout = 0;`."""
-    return line[4:].split(b" ", 1)[0].decode(errors="replace").lower()
+    if code != 0 and not [e for e in loaded.errors if not e.tolerated]:
+        loaded.errors.append(LoadError(None, f"psql exited with code {code}"))
+    for why, count in skipped.items():
+        if why == "statistics":
+            loaded.left_out.append(_statistics_left_out(count, server))
+        elif why != "settings":
+            loaded.left_out.append(f"{count} {why}")
+    return loaded
 
 
 def _major(version: str | None) -> int:
@@ -152,25 +245,70 @@ def _major(version: str | None) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Database-level settings and comment: pg_restore applies them only with --create, which
-# would restore into the dump's own database name.
+# The database's own properties: pg_restore applies them only with --create, which would
+# restore into the dump's own database name; read from its --create script and applied to the
+# database this run creates (encoding, locale) and, after the load, to the one it loaded.
 
-_DATABASE_LINE = re.compile(r"^(ALTER DATABASE|COMMENT ON DATABASE) (\"(?:[^\"]|\"\")+\"|\S+) "
-                            r"(SET .*|IS .*)$")
+_CREATE_DATABASE = re.compile(r"^CREATE DATABASE (?:\"(?:[^\"]|\"\")+\"|\S+) WITH (.*);\s*$",
+                              re.DOTALL)
+_DATABASE_SETTING = re.compile(r"^ALTER DATABASE (?:\"(?:[^\"]|\"\")+\"|\S+) (SET (\w+)\b.*);"
+                               r"\s*$", re.DOTALL)
+_DATABASE_COMMENT = re.compile(r"^COMMENT ON DATABASE (?:\"(?:[^\"]|\"\")+\"|\S+) IS (.*);\s*$",
+                               re.DOTALL)
+_TABLESPACE_OPTION = re.compile(r"\s*\bTABLESPACE = (?:\"(?:[^\"]|\"\")+\"|\S+)")
+# the statements of the script's first entries: the database's own, and the session SETs
+_DATABASE_PART = re.compile(r"^(?:SET |SELECT pg_catalog\.set_config|CREATE DATABASE |"
+                            r"ALTER DATABASE |COMMENT ON DATABASE )")
 
 
-def database_settings(tool: Tool, readable: Path, empty_list: Path) -> list[tuple[str, str]]:
-    """(kind, rest) of each `ALTER DATABASE x SET ...` and `COMMENT ON DATABASE x IS ...`
-    the archive carries."""
-    empty_list.write_text("")
-    output = pgtools.run(pgtools.pg_restore_script_cmd(tool, readable, use_list=empty_list,
-                                                       create=True, schema_only=True))
-    return [(m.group(1), m.group(3)) for line in output.splitlines()
-            if (m := _DATABASE_LINE.match(line))]
+@dataclass(frozen=True)
+class DatabaseProperties:
+    """What an archive says of its database."""
+
+    create_options: str = ""  # `TEMPLATE = template0 ENCODING = 'UTF8' LOCALE_PROVIDER = …`
+    comment: str | None = None  # the literal, quotes included
+    settings: tuple[tuple[str, str], ...] = ()  # (name, `SET work_mem TO '7MB'`)
+
+    def without_tablespace(self) -> DatabaseProperties:
+        return replace(self, create_options=_TABLESPACE_OPTION.sub("", self.create_options))
 
 
-def apply_database_settings(conn: Connection, dbname: str,
-                            settings: Sequence[tuple[str, str]]) -> None:
-    for kind, rest in settings:
-        conn.execute(sql.SQL("{} {} {}").format(
-            sql.SQL(kind), sql.Identifier(dbname), sql.SQL(rest)))
+def database_properties(tool: Tool, readable: Path) -> DatabaseProperties:
+    """The archive's CREATE DATABASE options, comment and `ALTER DATABASE … SET` settings."""
+    output = pgtools.run(pgtools.pg_restore_database_cmd(tool, readable))
+    create, comment, settings = "", None, []
+    for piece in script.pieces(output.encode().splitlines(keepends=True)):
+        if piece.kind is not script.Kind.STATEMENT:
+            continue
+        text = _LEADING_SPACE.sub("", piece.text.decode())
+        if not _DATABASE_PART.match(text):
+            break  # the schema begins
+        if match := _CREATE_DATABASE.match(text):
+            create = match.group(1)
+        elif match := _DATABASE_COMMENT.match(text):
+            comment = match.group(1)
+        elif match := _DATABASE_SETTING.match(text):
+            settings.append((match.group(2).lower(), match.group(1)))
+    return DatabaseProperties(create, comment, tuple(settings))
+
+
+_LEADING_SPACE = re.compile(r"^(?:\s+|--[^\n]*\n)+")
+
+
+def apply_database_properties(conn: Connection, dbname: str, server: Server,
+                              properties: DatabaseProperties) -> tuple[list[str], list[str]]:
+    """Re-apply the comment and settings to `dbname`: (what was applied, what was skipped
+    because the server does not know the setting)."""
+    applied, skipped = [], []
+    if properties.comment is not None:
+        conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+            sql.Identifier(dbname), sql.SQL(properties.comment)))
+        applied.append("comment")
+    for name, rest in properties.settings:
+        if name not in server.settings and "." not in name:
+            skipped.append(name)
+            continue
+        conn.execute(sql.SQL("ALTER DATABASE {} {}").format(sql.Identifier(dbname),
+                                                             sql.SQL(rest)))
+        applied.append(name)
+    return applied, skipped

@@ -26,10 +26,12 @@ def test_pg_restore_builders() -> None:
         f"/pg/bin/pg_restore --verbose --dbname '{DB}' x.tar")
     assert pgtools.pg_restore_list_cmd(TOOL["pg_restore"], Path("x.dump")) == shlex.split(
         "/pg/bin/pg_restore --list x.dump")
-    assert pgtools.pg_restore_script_cmd(TOOL["pg_restore"], Path("x.dump"),
-                                         use_list=Path("e.list"), create=True,
-                                         schema_only=True) == shlex.split(
-        "/pg/bin/pg_restore --create --schema-only --use-list e.list --file - x.dump")
+    assert pgtools.pg_restore_cmd(TOOL["pg_restore"], DB, Path("x.dump"), no_privileges=True,
+                                  no_tablespaces=True, use_list=Path("r.list")) == shlex.split(
+        f"/pg/bin/pg_restore --verbose --dbname '{DB}' --no-privileges --no-tablespaces "
+        "--use-list r.list x.dump")
+    assert pgtools.pg_restore_database_cmd(TOOL["pg_restore"], Path("x.dump")) == shlex.split(
+        "/pg/bin/pg_restore --create --schema-only --file - x.dump")
 
 
 def test_psql_vacuumdb_pg_dump_and_decompressor_builders() -> None:
