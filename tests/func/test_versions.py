@@ -1,0 +1,213 @@
+"""Restores across versions that must fail, be left out or be carried over, each on the
+smallest dump that shows it: a function declared SET transaction_timeout into PostgreSQL 15,
+pg_dump 18 --statistics into 15, a plain dump into an older server with --no-owner and
+--no-privileges, a LATIN1 database, a tar holding a directory dump, --pg-bin pinning, a
+setting the server does not know, a read-only source database."""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from restore_tool import commands, report
+from restore_tool.errors import MissingBinary
+from restore_tool.pipeline import Report, Status, StepResult
+from tests.conftest import Servers
+from tests.helpers import dbname, execute, row_counts, scalar, settings
+from tests.servers import NewDatabases, bin_dir
+
+
+def _pg_dump(version: str, source: str, out: Path, *args: str) -> Path:
+    binaries = bin_dir(version)
+    assert binaries is not None
+    subprocess.run([str(binaries / "pg_dump"), *args, "--file", str(out), "--dbname", source],
+                   check=True, capture_output=True)
+    return out
+
+
+def _step(result: Report, name: str) -> StepResult:
+    return next(s for s in result.steps if s.name == name)
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_a_function_with_a_set_clause_the_server_lacks_fails_the_load(
+        servers: Servers, new_database: NewDatabases, tmp_path: Path, fmt: str) -> None:
+    source = new_database("rt_fn_src")
+    execute(source, "CREATE FUNCTION bounded() RETURNS int LANGUAGE sql "
+                    "SET transaction_timeout = '5s' AS 'SELECT 1'")
+    dump = _pg_dump("18", source, tmp_path / f"fn.{fmt}", f"--format={fmt}")
+    made = NewDatabases(servers["15"])
+    try:
+        result = commands.restore(settings(made("rt_fn", create=False), tmp_path), dump)
+        load = _step(result, "load")
+        assert result.exit_code == 1 and load.status is Status.FAILED
+        assert "transaction_timeout" in load.summary
+    finally:
+        made.drop_all()
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_statistics_are_left_out_for_servers_before_18(
+        servers: Servers, new_database: NewDatabases, tmp_path: Path, fmt: str) -> None:
+    source = new_database("rt_stats_src")
+    execute(source, "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 50); "
+                    "ANALYZE t")
+    dump = _pg_dump("18", source, tmp_path / f"stats.{fmt}", f"--format={fmt}", "--statistics")
+    made = NewDatabases(servers["15"])
+    try:
+        target = made("rt_stats", create=False)
+        result = commands.restore(settings(target, tmp_path), dump)
+        assert result.exit_code == 0, report.render(result)
+        assert "statistics entr" in _step(result, "load").summary
+        assert row_counts(target) == {"t": 50}
+    finally:
+        made.drop_all()
+
+
+def test_plain_no_owner_and_no_privileges_into_an_older_server(
+        servers: Servers, new_database: NewDatabases, tmp_path: Path) -> None:
+    role, reader = "rt_plain_owner", "rt_plain_reader"
+    execute(servers.main.conninfo, f"DROP ROLE IF EXISTS {role}; CREATE ROLE {role}; "
+                                   f"DROP ROLE IF EXISTS {reader}; CREATE ROLE {reader}")
+    source = new_database("rt_owned_src")
+    try:
+        execute(source, f"CREATE TABLE menu (note text); ALTER TABLE menu OWNER TO {role}; "
+                        f"GRANT SELECT ON menu TO {reader}; "
+                        "INSERT INTO menu VALUES ('SET menu for Friday')")
+        dump = _pg_dump("18", source, tmp_path / "owned.sql", "--format=plain")
+    finally:
+        execute(source, f"DROP OWNED BY {role}, {reader}")
+        execute(servers.main.conninfo, f"DROP ROLE {role}; DROP ROLE {reader}")
+    made = NewDatabases(servers["15"])
+    try:
+        target = made("rt_owned", create=False)
+        refused = commands.restore(settings(target, tmp_path), dump)
+        assert refused.exit_code == 2 and "--no-owner" in refused.steps[0].summary
+        result = commands.restore(settings(target, tmp_path), dump,
+                                  commands.Options(no_owner=True, no_privileges=True))
+        assert result.exit_code == 0, report.render(result)
+        summary = _step(result, "load").summary
+        assert "1 ownership statements (--no-owner)" in summary
+        assert "1 privilege statements (--no-privileges)" in summary
+        assert scalar(target, "SELECT note FROM menu") == "SET menu for Friday"
+    finally:
+        made.drop_all()
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_a_latin1_database_keeps_its_encoding_and_text(
+        servers: Servers, tmp_path: Path, fmt: str) -> None:
+    source_server = servers["15"]
+    made = NewDatabases(source_server)
+    try:
+        source = made("rt_latin1_src", create=False)
+        execute(source_server.conninfo, f"CREATE DATABASE {dbname(source)} TEMPLATE template0 "
+                                        "ENCODING 'LATIN1' LOCALE 'C'")
+        execute(source, "CREATE TABLE town (name text); INSERT INTO town VALUES ('Besançon'), "
+                        "('Châlons'), ('Zürich')")
+        dump = _pg_dump("15", source, tmp_path / f"latin1.{fmt}", f"--format={fmt}",
+                        "--encoding=LATIN1")
+        assert b"Besan\xe7on" in dump.read_bytes() or fmt != "plain"  # LATIN1 bytes, not UTF-8
+        target = made("rt_latin1", create=False)
+        result = commands.restore(settings(target, tmp_path), dump)
+        assert result.exit_code == 0, report.render(result)
+        assert scalar(target, "SELECT string_agg(name, ',' ORDER BY name) FROM town") \
+            == "Besançon,Châlons,Zürich"
+        if fmt == "custom":  # an archive carries its database's encoding
+            assert scalar(target, "SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                  "WHERE datname = current_database()") == "LATIN1"
+    finally:
+        made.drop_all()
+
+
+def test_a_locale_the_server_cannot_make_is_one_sentence_and_server_locale_restores(
+        servers: Servers, new_database: NewDatabases, tmp_path: Path) -> None:
+    source = new_database("rt_builtin_src", create=False)
+    execute(servers.main.conninfo, f"CREATE DATABASE {dbname(source)} TEMPLATE template0 "
+                                   "LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8'")
+    execute(source, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+    dump = _pg_dump("18", source, tmp_path / "builtin.dump", "--format=custom")
+    made = NewDatabases(servers["15"])
+    try:
+        target = made("rt_builtin", create=False)
+        refused = commands.restore(settings(target, tmp_path), dump)
+        assert refused.exit_code == 2, report.render(refused)
+        assert "cannot create a database as the dump's" in _step(refused, "load").summary
+        assert "--server-locale" in report.render(refused)
+        done = commands.restore(settings(target, tmp_path), dump,
+                                commands.Options(server_locale=True))
+        assert done.exit_code == 0, report.render(done)
+        assert row_counts(target) == {"t": 1}
+    finally:
+        made.drop_all()
+
+
+@pytest.mark.parametrize("container", ["tar", "zip"])
+def test_a_tar_or_zip_holding_a_directory_dump_restores(
+        new_database: NewDatabases, tmp_path: Path, container: str) -> None:
+    source = new_database("rt_dir_src")
+    execute(source, "CREATE TABLE film (id serial PRIMARY KEY, title text); "
+                    "INSERT INTO film (id, title) VALUES (1, 'a'), (2, 'b')")
+    folder = _pg_dump("18", source, tmp_path / "dvdrental", "--format=directory")
+    packed = tmp_path / f"dvdrental.{container}"
+    if container == "tar":
+        with tarfile.open(packed, "w") as archive:
+            archive.add(folder, arcname="dvdrental")
+    else:
+        with zipfile.ZipFile(packed, "w") as archive:
+            for path in sorted(folder.rglob("*")):
+                archive.write(path, f"dvdrental/{path.relative_to(folder)}")
+    assert commands.inspect(packed).format == "directory"
+    target = new_database("rt_dir", create=False)
+    result = commands.restore(settings(target, tmp_path), packed)
+    assert result.exit_code == 0, report.render(result)
+    assert row_counts(target) == {"film": 2}
+
+
+def test_pg_bin_pins_the_client_tools(new_database: NewDatabases, tmp_path: Path) -> None:
+    source = new_database("rt_pin_src")
+    execute(source, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)")
+    dump = _pg_dump("18", source, tmp_path / "pin.dump", "--format=custom")
+    old = bin_dir("15")
+    if old is None:
+        pytest.skip("needs PostgreSQL 15 client tools")
+    with pytest.raises(MissingBinary, match="needs pg_restore 17 or newer; the newest found "
+                                            "here is 15"):
+        commands.inspect(dump, [old])
+    target = new_database("rt_pin", create=False)
+    embedded = bin_dir("18")
+    assert embedded is not None
+    result = commands.restore(settings(target, tmp_path), dump,
+                              commands.Options(pg_bin=(embedded,)))
+    assert result.exit_code == 0, report.render(result)
+    assert "pinned by --pg-bin" in dict(result.facts)["Tools"]
+
+
+def test_an_unknown_database_setting_is_skipped_and_read_only_sources_restore(
+        servers: Servers, tmp_path: Path) -> None:
+    """From PostgreSQL 15, whose database sets force_parallel_mode (renamed in 16) and
+    default_transaction_read_only, into 18: every step runs, the setting is named."""
+    made = NewDatabases(servers["15"])
+    try:
+        source = made("rt_settings_src")
+        execute(source, "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (5)")
+        execute(source, f"ALTER DATABASE {dbname(source)} SET force_parallel_mode = off; "
+                        f"ALTER DATABASE {dbname(source)} SET default_transaction_read_only = on")
+        dump = _pg_dump("15", source, tmp_path / "settings.dump", "--format=custom")
+    finally:
+        made.drop_all()
+    targets = NewDatabases(servers.main)
+    try:
+        target = targets("rt_settings", create=False)
+        result = commands.restore(settings(target, tmp_path), dump)
+        assert result.exit_code == 0, report.render(result)
+        step = _step(result, "database settings")
+        assert step.status is Status.WARNING
+        assert "skipped force_parallel_mode (unknown to PostgreSQL 18)" in step.summary
+        assert scalar(target, "SHOW default_transaction_read_only") == "on"
+    finally:
+        targets.drop_all()
