@@ -208,6 +208,9 @@ def spread(
             c.close()
 
 
+# A refused connection carries no SQLSTATE (libpq keeps it to itself), so the hint is found by
+# the message: the server's FATAL is in its own language, for which no hint is given (the
+# message itself is shown as the server wrote it).
 _HINTS = (
     ("password authentication failed", "Check the password (DATABASE_URL or POSTGRES_PASSWORD)."),
     ("no password supplied", "Set the password in DATABASE_URL, POSTGRES_PASSWORD or PGPASSWORD."),

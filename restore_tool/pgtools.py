@@ -164,9 +164,12 @@ def psql_cmd(tool: Tool, conninfo: str, args: Sequence[str] = ()) -> list[str]:
     return [str(tool.path), "-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo, *args]
 
 
-def psql_script_cmd(tool: Tool, conninfo: str, script: Path | None) -> list[str]:
-    """psql running one script (None: stdin) in a single transaction, quietly."""
-    return psql_cmd(tool, conninfo, ["--single-transaction", "--quiet", "-f",
+def psql_script_cmd(tool: Tool, conninfo: str, script: Path | None, *,
+                    sqlstate: bool = False) -> list[str]:
+    """psql running one script (None: stdin) in a single transaction, quietly; `sqlstate`
+    puts each error's SQLSTATE on its line (VERBOSITY=verbose: `ERROR:  42P01: …`)."""
+    verbose = ["-v", "VERBOSITY=verbose"] if sqlstate else []
+    return psql_cmd(tool, conninfo, [*verbose, "--single-transaction", "--quiet", "-f",
                                      "-" if script is None else str(script)])
 
 
@@ -195,11 +198,30 @@ def decompress_cmd(program: Path, source: Path, target: Path) -> list[str]:
 # Running
 
 
+_LOCALE_CATEGORIES = ("LC_CTYPE", "LC_COLLATE", "LC_NUMERIC", "LC_TIME", "LC_MONETARY")
+
+
+def messages_in_c(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with the client tools' messages in English (LC_MESSAGES=C, LANGUAGE unset), so
+    that what they write is read reliably; LC_ALL, which would override it, is spread over
+    the other categories so that the user's encoding and formats stay."""
+    environment = dict(env)
+    environment.pop("LANGUAGE", None)
+    if lc_all := environment.pop("LC_ALL", None):
+        environment.update(dict.fromkeys(_LOCALE_CATEGORIES, lc_all))
+    environment["LC_MESSAGES"] = "C"
+    return environment
+
+
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
-        foreground: bool = False) -> str:
-    """Run argv; return its stdout. `foreground` hands it the terminal (interactive psql)."""
+        foreground: bool = False, user_locale: bool = False) -> str:
+    """Run argv; return its stdout. `foreground` hands it the terminal (interactive psql) in
+    the user's own language, as does `user_locale` (the user's hook); other children's
+    messages are in English (messages_in_c)."""
     command = sh.Command(argv[0])
     environment = dict(os.environ if env is None else env)
+    if not (foreground or user_locale):
+        environment = messages_in_c(environment)
     try:
         if foreground:
             command(*argv[1:], _fg=True, _env=environment)
@@ -224,15 +246,15 @@ def failed(argv: Sequence[str], returncode: int, stderr: Sequence[str]) -> Comma
 
 def stream(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], None], *,
            stdin: Iterable[bytes] | None = None) -> int:
-    """Run argv, handing each line it writes to stderr to `on_line` as it comes (progress,
-    errors) and discarding its stdout; feed it `stdin`. Its exit code: reading what went
-    wrong is the caller's job."""
+    """Run argv, handing each line it writes to stderr (in English: messages_in_c) to
+    `on_line` as it comes (progress, errors) and discarding its stdout; feed it `stdin`.
+    Its exit code: reading what went wrong is the caller's job."""
     command = sh.Command(argv[0])
     try:
         with open(os.devnull, "wb") as sink:
-            process = _waited(command(*argv[1:], _env=dict(env), _err=on_line, _out=sink,
-                                      _in=stdin, _ok_code=list(range(256)), _bg=True,
-                                      _bg_exc=False, _decode_errors="replace"))
+            process = _waited(command(*argv[1:], _env=messages_in_c(env), _err=on_line,
+                                      _out=sink, _in=stdin, _ok_code=list(range(256)),
+                                      _bg=True, _bg_exc=False, _decode_errors="replace"))
     except sh.CommandNotFound:
         raise MissingBinary(f"{argv[0]} was not found.") from None
     return int(process.exit_code)

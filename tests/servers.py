@@ -122,14 +122,16 @@ def embedded_bin_dir() -> Path:
 
 
 @contextmanager
-def cluster(bin_dir: Path, base: Path, name: str, *settings: str) -> Iterator[Server]:
+def cluster(bin_dir: Path, base: Path, name: str, *settings: str,
+            env: dict[str, str] | None = None) -> Iterator[Server]:
     """initdb + pg_ctl start from `bin_dir`, on a Unix socket in `base`, with extra
-    server settings (`max_locks_per_transaction=10`)."""
+    server settings (`max_locks_per_transaction=10`) and environment (LOCPATH)."""
     user = _unprivileged_user(base)
     pgdata, log = base / "data", base / "log"
 
     def run(*argv: str) -> None:
-        subprocess.run(argv, check=True, capture_output=True, user=user)
+        subprocess.run(argv, check=True, capture_output=True, user=user,
+                       env=None if env is None else {**os.environ, **env})
 
     run(str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
         "-E", "UTF8", "--no-sync")

@@ -15,7 +15,7 @@ from ..pgtools import Tool
 def migrate(command: str, url: str) -> str:
     """Run the user's migration command with DATABASE_URL set to the restored database."""
     env = dict(os.environ, DATABASE_URL=url)
-    return pgtools.run(shlex.split(command), env)
+    return pgtools.run(shlex.split(command), env, user_locale=True)
 
 
 def post_sql(tool: Tool, conninfo: str, script: Path) -> None:

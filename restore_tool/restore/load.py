@@ -28,13 +28,16 @@ _STEP = re.compile(r'^pg_restore: (?:creating (?:[A-Z]+ )+|processing data for t
                    r'executing (?!SELECT)(?:[A-Z]+ )+)"?([^"]*)"?$')
 _ITEM = re.compile(r"^pg_restore: (?:processing|finished) item \d+ (?:[A-Z]+ )+(.*)$")
 _FROM_TOC = re.compile(r"^pg_restore: from TOC entry (.*)$")
-_ERROR = re.compile(r"^pg_restore: error: (?:could not execute query: )?(?:ERROR:  )?(.*)$")
-_PSQL_ERROR = re.compile(r"^psql:[^:]*:(\d+): (?:ERROR|FATAL):  (.*)$")
+# the server's severity (`ERROR:  `, `FEHLER:  `: in the server's language) is left out
+_ERROR = re.compile(r"^pg_restore: error: (?:could not execute query: )?(?:[^:]+:  )?(.*)$")
+# psql -v VERBOSITY=verbose: `psql:-:12: ERROR:  42601: syntax error …`, the SQLSTATE tells an
+# error from a notice whatever the language; `psql:-:12: error: …` is psql's own (English)
+_PSQL_MESSAGE = re.compile(r"^psql:[^:]*:(\d+): (?:[^:]+:  ([0-9A-Z]{5}): |error: )(.*)$")
+_NOT_ERRORS = ("00", "01", "02")  # SQLSTATE classes of success, warning, no data
 # Settings a client sends by itself, by the first major that sends it: pg_restore on every
 # connection (_doSetFixedOutputState), pg_dump at the top of a plain script. A server older
 # than that major does not know them; these errors, and only these, are tolerated.
 CLIENT_SETTINGS = {"transaction_timeout": 17}
-_UNKNOWN_SETTING = re.compile(r'unrecognized configuration parameter "([^"]+)"')
 _COMMAND_SET = re.compile(r"^Command was: SET (\w+) = [^;]*;$")
 # pg_dump 18 --statistics writes these; older servers have no such functions
 STATISTICS_SINCE = 18
@@ -119,12 +122,11 @@ class RestoreLog:
                 self.errors.append(LoadError(self.entry, match.group(1)))
                 self.entry = None
         elif (match := _COMMAND_SET.match(line)) and self.errors:
-            # the failed command was the client's own `SET transaction_timeout = 0;` (a
-            # parallel worker's names the entry it was given; the command tells)
-            last = self.errors[-1]
-            unknown = _UNKNOWN_SETTING.search(last.message)
-            if unknown and unknown.group(1) == match.group(1) and match.group(1) in self.sends:
-                self.errors[-1] = replace(last, tolerated=True)
+            # the failed command was the client's own `SET transaction_timeout = 0;` of a
+            # setting this server lacks (a parallel worker's error names the entry it was
+            # given; the command tells). pg_restore's own words, not the server's: any language
+            if match.group(1) in self.sends:
+                self.errors[-1] = replace(self.errors[-1], tolerated=True)
         elif match := (_ITEM if self.parallel else _STEP).match(line):
             self.done = min(self.total, self.done + 1)
             if self.progress is not None:
@@ -206,10 +208,11 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
                 yield piece.text
 
     def on_line(line: str) -> None:
-        if match := _PSQL_ERROR.match(line.rstrip("\n")):
-            loaded.errors.append(LoadError(f"line {match.group(1)}", match.group(2)))
+        match = _PSQL_MESSAGE.match(line.rstrip("\n"))
+        if match and not (match.group(2) or "XX").startswith(_NOT_ERRORS):
+            loaded.errors.append(LoadError(f"line {match.group(1)}", match.group(3)))
 
-    argv = pgtools.psql_script_cmd(tool, conninfo, None)
+    argv = pgtools.psql_script_cmd(tool, conninfo, None, sqlstate=True)
     code = pgtools.stream(argv, env, on_line, stdin=chunks())
     if progress is not None:
         progress(total, total, "SQL script")

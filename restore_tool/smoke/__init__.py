@@ -5,6 +5,7 @@ the smoke step's verdict."""
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -135,11 +136,12 @@ def smoke_table(conn: Connection, table: TableInfo) -> SmokeResult:
     reason = ""
     for number in range(1, MAX_ATTEMPTS + 1):
         insert = build(table, attempt)
+        started = time.monotonic()
         try:
             with conn.transaction(force_rollback=True):
                 inserted = conn.execute(insert.statement, insert.params).rowcount
         except psycopg.DatabaseError as error:
-            _reraise_if_ours(error)
+            _reraise_if_ours(conn, error, time.monotonic() - started)
             reason = error.diag.message_primary or str(error)
             if _database_made_duplicate(conn, insert, error):
                 return SmokeResult(label, Verdict.FAILED, _with_detail(error), attempts=number)
@@ -155,13 +157,21 @@ def smoke_table(conn: Connection, table: TableInfo) -> SmokeResult:
     return SmokeResult(label, Verdict.SKIPPED, reason, attempts=number)
 
 
-def _reraise_if_ours(error: psycopg.DatabaseError) -> None:
-    """A lost connection or a cancel from another share stops the run; everything else the
-    database says about one insert is that insert's result."""
+def _reraise_if_ours(conn: Connection, error: psycopg.DatabaseError, elapsed: float) -> None:
+    """A lost connection or a cancel from another share or Ctrl-C stops the run; everything
+    else the database says about one insert is that insert's result. A cancel is the server's
+    statement timeout only once the timeout has passed (told by time, not by its words)."""
     if error.sqlstate is None or error.sqlstate.startswith(("08", "57P")):
         raise error
-    if isinstance(error, errors.QueryCanceled) and "user request" in str(error):
+    if isinstance(error, errors.QueryCanceled) and elapsed < 0.95 * _statement_timeout(conn):
         raise error
+
+
+def _statement_timeout(conn: Connection) -> float:
+    """The statement timeout in seconds (infinite when none is set)."""
+    row = conn.execute("SELECT setting::float8 / 1000 FROM pg_settings "
+                       "WHERE name = 'statement_timeout'").fetchone()
+    return row[0] if row and row[0] > 0 else float("inf")
 
 
 def _database_made_duplicate(conn: Connection, insert: Insert,
@@ -229,11 +239,12 @@ def _configured(conn: Connection, row: SmokeRow) -> tuple[int | None, SmokeResul
     oid, schema, table = found
     label = display_name(schema, table)
     statement, params = configured(Identifier(schema, table), row.values)
+    started = time.monotonic()
     try:
         with conn.transaction(force_rollback=True):
             conn.execute(statement, params)
     except psycopg.DatabaseError as error:
-        _reraise_if_ours(error)
+        _reraise_if_ours(conn, error, time.monotonic() - started)
         return oid, SmokeResult(label, Verdict.FAILED, _with_detail(error), configured=True)
     return oid, SmokeResult(label, Verdict.PASSED, configured=True)
 

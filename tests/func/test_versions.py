@@ -2,13 +2,14 @@
 smallest dump that shows it: a function declared SET transaction_timeout into PostgreSQL 15,
 pg_dump 18 --statistics into 15, a plain dump into an older server with --no-owner and
 --no-privileges, a LATIN1 database, a tar holding a directory dump, --pg-bin pinning, a
-setting the server does not know, a read-only source database."""
+setting the server does not know, a read-only source database, a server speaking German."""
 
 from __future__ import annotations
 
 import subprocess
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from restore_tool.errors import MissingBinary
 from restore_tool.pipeline import Report, Status, StepResult
 from tests.conftest import Servers
 from tests.helpers import dbname, execute, row_counts, scalar, settings
-from tests.servers import NewDatabases, bin_dir
+from tests.servers import NewDatabases, Server, bin_dir, cluster
 
 
 def _pg_dump(version: str, source: str, out: Path, *args: str) -> Path:
@@ -211,3 +212,58 @@ def test_an_unknown_database_setting_is_skipped_and_read_only_sources_restore(
         assert scalar(target, "SHOW default_transaction_read_only") == "on"
     finally:
         targets.drop_all()
+
+
+@pytest.fixture(scope="module")
+def german_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path]]:
+    """A PostgreSQL 15 whose messages are German (lc_messages = 'de_DE.UTF-8', the locale
+    built with localedef into a LOCPATH), and that LOCPATH for clients; skipped where the
+    locale or the translations cannot be had."""
+    binaries = bin_dir("15")
+    base = tmp_path_factory.mktemp("pg15de")
+    locales = base / "locales"
+    if binaries is None or not Path("/usr/share/i18n/locales/de_DE").exists() \
+            or not list(Path("/usr/share/locale/de/LC_MESSAGES").glob("postgres-15.mo")):
+        pytest.skip("needs PostgreSQL 15 with German messages and the de_DE locale source")
+    locales.mkdir()
+    subprocess.run(["localedef", "-i", "de_DE", "-f", "UTF-8", str(locales / "de_DE.UTF-8")],
+                   check=False, capture_output=True)  # exit 1 with warnings, made all the same
+    if not (locales / "de_DE.UTF-8").is_dir():
+        pytest.skip("localedef could not build de_DE.UTF-8")
+    base.chmod(0o755)
+    with cluster(binaries, base, "pg15de", "lc_messages=de_DE.UTF-8",
+                 env={"LOCPATH": str(locales)}) as server:
+        yield server, locales
+
+
+def test_a_server_and_clients_speaking_german_are_read_the_same(
+        german_server: tuple[Server, Path], new_database: NewDatabases, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's own language for everything (LANG, LANGUAGE, LC_ALL) and a server that
+    answers in German: the setting pg_restore sends is still tolerated, and a plain script's
+    failure is still caught and named (both read by SQLSTATE or in the client's English)."""
+    server, locales = german_server
+    for name, value in (("LOCPATH", str(locales)), ("LANG", "de_DE.UTF-8"),
+                        ("LC_ALL", "de_DE.UTF-8"), ("LANGUAGE", "de")):
+        monkeypatch.setenv(name, value)
+    source = new_database("rt_de_src")
+    execute(source, "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (1), (2)")
+    archive = _pg_dump("18", source, tmp_path / "de.dump", "--format=custom")
+    made = NewDatabases(server)
+    try:
+        target = made("rt_de", create=False)
+        result = commands.restore(settings(target, tmp_path), archive)
+        assert result.exit_code == 0, report.render(result)
+        load = _step(result, "load")
+        assert load.status is Status.WARNING and "tolerated error(s)" in load.summary
+        assert row_counts(target) == {"t": 2}
+
+        execute(source, "CREATE FUNCTION bounded() RETURNS int LANGUAGE sql "
+                        "SET transaction_timeout = '5s' AS 'SELECT 1'")
+        script = _pg_dump("18", source, tmp_path / "de.sql", "--format=plain")
+        failed = commands.restore(settings(made("rt_de_fn", create=False), tmp_path), script)
+        load = _step(failed, "load")
+        assert failed.exit_code == 1 and load.status is Status.FAILED
+        assert "»transaction_timeout«" in load.summary, load.summary
+    finally:
+        made.drop_all()

@@ -59,3 +59,17 @@ def test_a_failed_child_carries_argv_exit_code_and_stderr_tail() -> None:
     assert error.message.endswith("failed: line 29")
     assert error.stderr == tuple(f"line {i}" for i in range(10, 30))
     assert error.argv[-1] == "postgresql://u:***@db/app"  # scrubbed all the same
+
+
+def test_child_tools_speak_english_and_keep_the_users_encoding() -> None:
+    env = pgtools.messages_in_c({"LC_ALL": "de_DE.UTF-8", "LANGUAGE": "de:en", "PATH": "/bin"})
+    assert env["LC_MESSAGES"] == "C" and "LANGUAGE" not in env and "LC_ALL" not in env
+    assert env["LC_CTYPE"] == "de_DE.UTF-8" and env["PATH"] == "/bin"
+    assert pgtools.messages_in_c({"LANG": "fr_FR.UTF-8"}) == {"LANG": "fr_FR.UTF-8",
+                                                               "LC_MESSAGES": "C"}
+
+
+def test_the_load_script_names_each_errors_sqlstate() -> None:
+    assert pgtools.psql_script_cmd(TOOL["psql"], DB, None, sqlstate=True) == [
+        "/pg/bin/psql", "-X", "-v", "ON_ERROR_STOP=1", "-d", DB, "-v", "VERBOSITY=verbose",
+        "--single-transaction", "--quiet", "-f", "-"]
