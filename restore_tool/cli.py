@@ -157,6 +157,8 @@ def restore_dump(
                                                  "in the default tablespace.")] = False,
     server_locale: Annotated[bool, typer.Option("--server-locale", help="Create the database "
                              "with the server's encoding and locale, not the dump's.")] = False,
+    with_subscriptions: Annotated[bool, typer.Option("--with-subscriptions", help="Restore "
+                                  "subscriptions, disabled and without a slot.")] = False,
     migrate: Annotated[str | None, typer.Option(
         "--migrate", help="Command to run on the restored database before any swap, with "
         "DATABASE_URL set (e.g. \"alembic upgrade head\").")] = None,
@@ -170,7 +172,7 @@ def restore_dump(
         "long for sessions on the old database to leave instead of ending them.")] = None,
     scratch: Annotated[bool, typer.Option(
         "--scratch", help="Restore into a temporary embedded PostgreSQL, run every step, "
-        "delete it: is this backup restorable? (implies --no-owner)")] = False,
+        "delete it: is this backup restorable? (creates the roles the dump needs)")] = False,
     confirm: Confirm = None,
     report_file: Annotated[Path | None, typer.Option(
         "--report", help="Also write the checklist as Markdown to this file.")] = None,
@@ -181,7 +183,8 @@ def restore_dump(
     options = commands.Options(
         replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner,
         no_privileges=no_privileges, no_tablespaces=no_tablespaces, server_locale=server_locale,
-        migrate=migrate, post_sql=tuple(post_sql or ()), analyze=not no_analyze,
+        with_subscriptions=with_subscriptions, migrate=migrate,
+        post_sql=tuple(post_sql or ()), analyze=not no_analyze,
         wait_connections=wait_connections, pg_bin=tuple(pg_bin or ()))
     found = project.load(config_file)
     with progress.reporter() as show:

@@ -122,18 +122,18 @@ def restore_scratch(
     progress: Progress | None = None,
 ) -> Report:
     """`restore --scratch`: the whole pipeline into a temporary embedded PostgreSQL, deleted
-    afterwards: is this backup restorable? Restores with --no-owner (a fresh cluster has
-    none of the dump's roles). `given_target` names a target option the caller was given
-    (`--database-url`), which a scratch restore refuses."""
+    afterwards: is this backup restorable? The roles the dump needs are created there
+    (NOLOGIN), so owners and grants restore as they are. `given_target` names a target
+    option the caller was given (`--database-url`), which a scratch restore refuses."""
     options = options or Options()
     if given_target is not None or options.replace:
         raise ConfigError("--scratch restores into a temporary server of its own: it takes "
                           f"no target and no --replace (got {given_target or '--replace'}).")
     _check_options(options)
     found = _project(project)
-    return restoring.run_scratch(dump, replace(options, no_owner=True),
-                               smoke_plan=smoke_plan(found, smoke_test, auto_smoke),
-                               facts=config_facts(found), progress=progress)
+    return restoring.run_scratch(dump, replace(options, create_roles=True),
+                                 smoke_plan=smoke_plan(found, smoke_test, auto_smoke),
+                                 facts=config_facts(found), progress=progress)
 
 
 def inspect(dump: Path, pg_bin: Sequence[Path] = ()) -> Dump:

@@ -10,6 +10,7 @@ import socket
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager, nullcontext
+from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
@@ -241,3 +242,26 @@ def _reason(message: str) -> str:
     first = lines[0] if lines else "unknown error"
     reason = _PREFIXES.sub("", first).rstrip(".")
     return reason or first
+
+
+@dataclass(frozen=True)
+class ServerHas:
+    """What a restore may need of the server: its roles, tablespaces, the extensions it can
+    install, and whether the connected role is superuser."""
+
+    roles: frozenset[str]
+    tablespaces: frozenset[str]
+    extensions: frozenset[str]
+    superuser: bool
+
+
+def server_has(conn: Connection) -> ServerHas:
+    def names(query: str) -> frozenset[str]:
+        return frozenset(row[0] for row in conn.execute(query))
+
+    superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                             ).fetchone()
+    return ServerHas(names("SELECT rolname FROM pg_roles"),
+                     names("SELECT spcname FROM pg_tablespace"),
+                     names("SELECT name FROM pg_available_extensions"),
+                     bool(superuser and superuser[0]))

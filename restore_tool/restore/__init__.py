@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from .. import db, embedded, pgtools, sequences, smoke
@@ -22,8 +23,9 @@ from ..conninfo import dbname, maintenance, mask, password_of, url, with_dbname
 from ..errors import BadInput, Interrupted, RestoreToolError
 from ..pgtools import Tool
 from ..pipeline import Outcome, Progress, Report, Status, Step, StepName, StepResult, run_steps
-from . import archive, hooks, load, swap
+from . import archive, hooks, load, needs, swap
 from .archive import Dump
+from .script import pieces
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Options:
     no_privileges: bool = False  # leave out GRANT/REVOKE (roles the target lacks)
     no_tablespaces: bool = False
     server_locale: bool = False  # create with the server's encoding and locale, not the dump's
+    with_subscriptions: bool = False  # restore subscriptions, disabled and without a slot
+    create_roles: bool = False  # --scratch: create the roles the dump needs (NOLOGIN)
     migrate: str | None = None  # e.g. "alembic upgrade head", with DATABASE_URL set
     post_sql: tuple[Path, ...] = ()
     analyze: bool = True
@@ -70,6 +74,8 @@ class _Run:
     dump: Dump | None = None
     readable: Path | None = None
     properties: load.DatabaseProperties = field(default_factory=load.DatabaseProperties)
+    needs: needs.Needs = field(default_factory=needs.Needs)
+    superuser: bool = True
     into: str = ""  # the database being loaded: the target itself, or a scratch one
     created: bool = False  # we created `into`: drop it if anything fails
     old: str | None = None  # the target's new name after a swap
@@ -190,16 +196,12 @@ def _preflight(state: _Run) -> Outcome:
             conn.info.server_version // 10000,
             frozenset(row[0] for row in conn.execute("SELECT name FROM pg_settings")))
         state.target_existed = db.database_exists(conn, state.target)
-        roles = {row[0] for row in conn.execute("SELECT rolname FROM pg_roles")}
+        has = db.server_has(conn)
+    state.superuser = has.superuser
     if state.target_existed and not options.replace and db.has_data(state.info):
         raise BadInput(f'Database "{state.target}" already has data; restore-tool will not '
                        "restore over it.", "Use --replace to restore next to it and swap it "
                        "in when everything passed (the old one is kept under a dated name).")
-    missing = sorted(set(dump.owners) - roles)
-    if missing and not options.no_owner:
-        raise BadInput(f"The dump's objects belong to roles this server does not have: "
-                       f"{', '.join(missing)}.", "Create them, or use --no-owner to make the "
-                       "restoring role own everything.")
     major = state.server.major
     choices = {"loader": pgtools.choose(dump.readers, major),
                "psql": pgtools.chosen("psql", major, options.pg_bin)}
@@ -207,14 +209,76 @@ def _preflight(state: _Run) -> Outcome:
         choices["vacuumdb"] = pgtools.chosen("vacuumdb", major, options.pg_bin)
     state.tools = {role: choice.tool for role, choice in choices.items()}
     loader = state.tools["loader"]
+    _read_needs(state, loader)
+    created = _create_roles(state, has) if options.create_roles else []
+    _check_needs(state, replace(has, roles=has.roles | set(created)))
     state.facts = [
         ("Dump", f"{state.path} ({dump.describe()})"),
         ("Tools", _tools_fact(choices["loader"], state.tools.values(), bool(options.pg_bin))),
         *state.facts_given,
     ]
     summary = (f"{dump.format} dump, {dump.counts.get('tables', 0)} tables; "
-               f"{loader.name} {loader.version_text} into PostgreSQL {major}")
+               f"{loader.name} {loader.version_text} into PostgreSQL {major}") + (
+        f"; created the roles it needs (NOLOGIN): {', '.join(created)}" if created else "")
     return Outcome(Status.PASSED, summary)
+
+
+def _read_needs(state: _Run, loader: Tool) -> None:
+    """The dump's database properties (archives) and what it needs of the server, from its
+    schema script: the archive's, written by pg_restore, or the plain script itself."""
+    assert state.dump is not None and state.readable is not None
+    if state.dump.format == "plain":
+        with state.readable.open("rb") as handle:
+            state.needs = needs.read(pieces(handle))
+        return
+    output = pgtools.run(pgtools.pg_restore_database_cmd(loader, state.readable))
+    schema = output.encode().splitlines(keepends=True)
+    state.properties = load.database_properties(schema)
+    if state.options.no_tablespaces:
+        state.properties = state.properties.without_tablespace()
+    state.needs = needs.read(pieces(schema))
+
+
+def _create_roles(state: _Run, has: db.ServerHas) -> list[str]:
+    """--scratch: the roles the dump's objects and grants name, created NOLOGIN in the
+    throwaway cluster, so that owners and grants restore as they are."""
+    assert state.dump is not None
+    wanted = sorted((set(state.dump.owners) | state.needs.grantees) - has.roles)
+    with _maintenance(state) as conn:
+        for role in wanted:
+            conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(role)))
+    return wanted
+
+
+def _check_needs(state: _Run, has: db.ServerHas) -> None:
+    """Refuse, naming them all, the roles, tablespaces and extensions the dump needs and the
+    server lacks (each with the flag that does without it)."""
+    assert state.dump is not None
+    options, wanted = state.options, state.needs
+    problems, hints = [], []
+    owners = [] if options.no_owner else sorted(set(state.dump.owners) - has.roles)
+    grantees = [] if options.no_privileges else sorted(wanted.grantees - has.roles)
+    if owners:
+        problems.append(f"The dump's objects belong to roles this server does not have: "
+                        f"{', '.join(owners)}.")
+        hints.append("use --no-owner to make the restoring role own everything")
+    if grantees:
+        problems.append(f"Its grants name roles this server does not have: "
+                        f"{', '.join(grantees)}.")
+        hints.append("use --no-privileges to leave the grants out")
+    tablespaces = [] if options.no_tablespaces else sorted(wanted.tablespaces - has.tablespaces)
+    if tablespaces:
+        problems.append(f"It uses tablespaces this server does not have: "
+                        f"{', '.join(tablespaces)}.")
+        hints.append("use --no-tablespaces to put everything in the default one")
+    if extensions := sorted(wanted.extensions - has.extensions):
+        problems.append(f"It needs extensions this server cannot install: "
+                        f"{', '.join(extensions)} (not in pg_available_extensions).")
+        hints.append("install them on the server (or ask your provider which it offers)")
+    if problems:
+        hint = "; ".join(hints)
+        raise BadInput(" ".join(problems), f"Create what is missing, or {hint}."
+                       if owners or grantees or tablespaces else hint[0].upper() + hint[1:] + ".")
 
 
 def _tools_fact(loader: pgtools.Choice, tools: Iterable[Tool], pinned: bool) -> str:
@@ -238,17 +302,17 @@ def _load(state: _Run) -> Outcome:
         state.old = f"{state.target[:45]}_old_{stamp}"
     else:
         state.into = state.target
-    if dump.format != "plain":
-        state.properties = load.database_properties(loader, state.readable)
-        if options.no_tablespaces:
-            state.properties = state.properties.without_tablespace()
     with _maintenance(state) as conn:
         if state.into != state.target or not state.target_existed:
             state.created = True  # first: an interrupt may land just after it exists
             _create(conn, state)
     loaded = load.load(state.into_info, state.server, dump, state.readable, loader,
-                       jobs=state.jobs, leave=load.Leave(options.no_owner, options.no_privileges,
-                                                         options.no_tablespaces),
+                       jobs=state.jobs, leave=load.Leave(
+                           options.no_owner, options.no_privileges, options.no_tablespaces,
+                           event_triggers=() if state.superuser else state.needs.event_triggers,
+                           subscriptions=tuple(needs.subscription_name(s)
+                                               for s in state.needs.subscriptions),
+                           subscribe_after=options.with_subscriptions),
                        work=state.work, progress=state.progress)
     errors = loaded.errors
     real = [e for e in errors if not e.tolerated]
@@ -259,6 +323,8 @@ def _load(state: _Run) -> Outcome:
         first = real[0]
         return Outcome(Status.FAILED, f"{len(real)} error(s) {what}; first: {first}",
                        tuple(errors))
+    if options.with_subscriptions and state.needs.subscriptions:
+        left_out += "; " + _subscribe(state)
     unpopulated = _unpopulated_matviews(state)
     if unpopulated:
         return Outcome(Status.FAILED, f"loaded {what}, but the dump populated materialized "
@@ -270,6 +336,18 @@ def _load(state: _Run) -> Outcome:
                        tuple(errors))
     return Outcome(Status.PASSED, f"loaded {what}" + (
         f", {state.jobs} jobs" if dump.parallel and state.jobs > 1 else "") + left_out)
+
+
+def _subscribe(state: _Run) -> str:
+    """--with-subscriptions: the dump's subscriptions, created disabled (pg_dump writes
+    `connect = false`) and with `slot_name = NONE`: dropping one can never drop the slot on
+    the publisher, the source's."""
+    names = [needs.subscription_name(s) for s in state.needs.subscriptions]
+    with closing(db.connect(state.into_info)) as conn:
+        for statement in state.needs.subscriptions:
+            conn.execute(needs.without_slot(statement).encode())
+    return (f"created {len(names)} subscription(s) disabled and without a slot: "
+            f"{', '.join(names)}")
 
 
 def _create(conn: db.Connection, state: _Run) -> None:

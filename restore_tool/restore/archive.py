@@ -47,9 +47,10 @@ _MULTIWORD = ("TABLE DATA", "TABLE ATTACH", "SEQUENCE SET", "SEQUENCE OWNED BY",
               "PUBLICATION TABLES IN SCHEMA", "SUBSCRIPTION TABLE", "STATISTICS DATA",
               "PROCEDURAL LANGUAGE", "SHELL TYPE", "ACCESS METHOD", "TEXT SEARCH PARSER",
               "TEXT SEARCH TEMPLATE", "CHECK CONSTRAINT", "SECURITY LABEL")
-# `-- Name: actor; Type: TABLE; Schema: public; Owner: postgres` in a plain dump
+# `-- Name: actor; Type: TABLE; Schema: public; Owner: postgres` in a plain dump (and
+# `; Tablespace: fast` after it)
 _PLAIN_ENTRY = re.compile(r"^-- (?:Data for )?Name: .*?; Type: ([A-Z ]+); Schema: .*?; "
-                          r"Owner: (.*)$")
+                          r"Owner: (.*?)(?:; Tablespace: .*)?$")
 _COUNTED = {"TABLE": "tables", "SEQUENCE": "sequences", "INDEX": "indexes",
             "EXTENSION": "extensions"}
 

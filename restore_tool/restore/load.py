@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,8 +17,8 @@ from ..conninfo import child_env
 from ..db import Connection
 from ..pgtools import Tool
 from ..pipeline import Progress
-from . import script
-from .archive import Dump
+from . import needs, script
+from .archive import Dump, TocEntry
 
 # One line per TOC entry done: in a serial restore `creating TABLE "public.user"`,
 # `processing data for table "public.user"`, `executing SEQUENCE SET user_id_seq`; in a
@@ -72,6 +72,11 @@ class Leave:
     owner: bool = False
     privileges: bool = False
     tablespaces: bool = False
+    # by name: the event triggers when the role is not superuser (it could not create them),
+    # and the subscriptions unless --with-subscriptions (then created afterwards, slotless)
+    event_triggers: tuple[str, ...] = ()
+    subscriptions: tuple[str, ...] = ()  # always: the load would create them with their slot
+    subscribe_after: bool = False  # --with-subscriptions
 
 
 @dataclass(frozen=True)
@@ -143,12 +148,15 @@ def load(conninfo: str, server: Server, dump: Dump, readable: Path, loader: Tool
         return _load_plain(loader, conninfo, env, readable, server, dump, leave, progress)
     loaded = Loaded()
     use_list = None
-    statistics = [e for e in dump.entries if e.kind == "STATISTICS DATA"]
-    if statistics and server.major < STATISTICS_SINCE:
+    left: Counter[str] = Counter()
+    for entry in dump.entries:
+        if why := _entry_left_out(entry, server, leave):
+            left[why] += 1
+    if left:
         use_list = work / "restore.list"
         use_list.write_text("".join(f"{e.dump_id}; {e.kind} {e.rest}\n" for e in dump.entries
-                                    if e.kind != "STATISTICS DATA"))
-        loaded.left_out.append(_statistics_left_out(len(statistics), server))
+                                    if not _entry_left_out(e, server, leave)))
+        loaded.left_out += _left_out_words(left, server, leave)
     jobs = jobs if dump.parallel else 1
     argv = pgtools.pg_restore_cmd(loader, conninfo, readable, jobs=jobs,
                                   no_owner=leave.owner, no_privileges=leave.privileges,
@@ -160,6 +168,35 @@ def load(conninfo: str, server: Server, dump: Dump, readable: Path, loader: Tool
         log.errors.append(LoadError(None, f"pg_restore exited with code {code}"))
     loaded.errors = log.errors
     return loaded
+
+
+def _entry_left_out(entry: TocEntry, server: Server, leave: Leave) -> str | None:
+    """Why the load leaves this TOC entry out (the comment on an event trigger with it)."""
+    if entry.kind == "STATISTICS DATA" and server.major < STATISTICS_SINCE:
+        return "statistics"
+    about = entry.kind if entry.kind not in ("COMMENT", "SECURITY LABEL") else \
+        entry.rest.removeprefix("- ")
+    if leave.event_triggers and about.startswith("EVENT TRIGGER"):
+        return "event triggers"
+    if leave.subscriptions and about.startswith("SUBSCRIPTION"):
+        return "subscriptions"
+    return None
+
+
+def _left_out_words(left: Counter[str], server: Server, leave: Leave) -> list[str]:
+    words = []
+    for why, count in left.items():
+        if why == "statistics":
+            words.append(_statistics_left_out(count, server))
+        elif why == "event triggers":
+            words.append(f"{count} event trigger statement(s) ({', '.join(leave.event_triggers)}"
+                         ": only a superuser may create them, and the restoring role is not one)")
+        elif why == "subscriptions" and not leave.subscribe_after:
+            words.append(f"{count} subscription statement(s) ({', '.join(leave.subscriptions)}"
+                         ": --with-subscriptions restores them disabled, without a slot)")
+        elif why != "subscriptions":
+            words.append(f"{count} {why}")
+    return words
 
 
 def _statistics_left_out(count: int, server: Server) -> str:
@@ -193,6 +230,10 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
             return "tablespace settings (--no-tablespaces)"
         if server.major < STATISTICS_SINCE and _STATISTICS_CALL.match(head):
             return "statistics"
+        if leave.event_triggers and needs.EVENT_TRIGGER_STATEMENT.match(head):
+            return "event triggers"
+        if leave.subscriptions and needs.SUBSCRIPTION_STATEMENT.match(head):
+            return "subscriptions"
         return None
 
     def chunks() -> Iterator[bytes]:
@@ -218,15 +259,11 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
         progress(total, total, "SQL script")
     if code != 0 and not [e for e in loaded.errors if not e.tolerated]:
         loaded.errors.append(LoadError(None, f"psql exited with code {code}"))
-    for why, count in skipped.items():
-        if why == "statistics":
-            loaded.left_out.append(_statistics_left_out(count, server))
-        elif why == "settings":
-            loaded.left_out.append(f"{count} SET statement(s) pg_dump {dump.pg_dump_version} "
-                                   f"writes that PostgreSQL {server.major} does not know "
-                                   f"({', '.join(sorted(unknown))})")
-        else:
-            loaded.left_out.append(f"{count} {why}")
+    if count := skipped.pop("settings", 0):
+        loaded.left_out.append(f"{count} SET statement(s) pg_dump {dump.pg_dump_version} "
+                               f"writes that PostgreSQL {server.major} does not know "
+                               f"({', '.join(sorted(unknown))})")
+    loaded.left_out += _left_out_words(skipped, server, leave)
     return loaded
 
 
@@ -264,11 +301,11 @@ class DatabaseProperties:
         return replace(self, create_options=_TABLESPACE_OPTION.sub("", self.create_options))
 
 
-def database_properties(tool: Tool, readable: Path) -> DatabaseProperties:
-    """The archive's CREATE DATABASE options, comment and `ALTER DATABASE … SET` settings."""
-    output = pgtools.run(pgtools.pg_restore_database_cmd(tool, readable))
+def database_properties(schema: Iterable[bytes]) -> DatabaseProperties:
+    """The archive's CREATE DATABASE options, comment and `ALTER DATABASE … SET` settings,
+    from its --create schema script (pgtools.pg_restore_database_cmd)."""
     create, comment, settings = "", None, []
-    for piece in script.pieces(output.encode().splitlines(keepends=True)):
+    for piece in script.pieces(schema):
         if piece.kind is not script.Kind.STATEMENT:
             continue
         text = _LEADING_SPACE.sub("", piece.text.decode())

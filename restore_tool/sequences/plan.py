@@ -189,8 +189,12 @@ def _decide(
     if not seq.min_value <= target <= seq.max_value:
         bound = "MAXVALUE" if seq.increment > 0 else "MINVALUE"
         limit = seq.max_value if seq.increment > 0 else seq.min_value
+        if seq.cycle:  # it wraps to its other end by design: said, not failed
+            return (Action.OK, current, f"cycles: its data reaches its {bound} {limit}, so the "
+                    "next values wrap around, as it was declared to")
         return (Action.FAILED, None,
-                f"cannot get past its data: {edge_kind} is {edge} but {bound} is {limit}")
+                f"cannot get past its data: {edge_kind} is {edge} but {bound} is {limit}; "
+                + _widening(seq, bound, limit))
     if current is None:
         if exact:
             return Action.MOVED_BACK, target, "was exhausted"
@@ -202,6 +206,23 @@ def _decide(
     if exact and current != target:
         return Action.MOVED_BACK, target, None
     return Action.OK, current, None
+
+
+# the bounds a sequence gets from its type when none is declared (ascending; descending: -x-1)
+_TYPE_LIMITS = {2**15 - 1: "smallint", 2**31 - 1: "integer"}
+
+
+def _widening(seq: SequenceInfo, bound: str, limit: int) -> str:
+    """The fix for an overflow: a wider type for a sequence at its type's bound (and for
+    the columns it feeds that are as narrow), else a wider declared bound."""
+    width = _TYPE_LIMITS.get(limit if seq.increment > 0 else -limit - 1)
+    if width is None and abs(limit) >= 2**63 - 1:
+        return "no wider type exists"
+    if width is None:
+        return f"raise it: ALTER SEQUENCE {seq.sql_name} NO {bound}"
+    narrow = [c.label for c in seq.columns if c.type in ("smallint", "integer")]
+    columns = f", and {', '.join(narrow)} to bigint" if narrow else ""
+    return f"widen it: ALTER SEQUENCE {seq.sql_name} AS bigint{columns}"
 
 
 def unreadable_reason(seq: SequenceInfo) -> str | None:

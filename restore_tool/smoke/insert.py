@@ -40,7 +40,10 @@ def build(table: TableInfo, attempt: Attempt) -> Insert:
     referenced row's value (foreign keys; one not yet used when the key must be unique), a
     fresh value (unique columns: max + 1 or a random token), or the template row's value
     falling back to an invented value of the right type."""
-    unique = table.unique_columns
+    # a unique set holding a counter (payment_id of (payment_date, payment_id)) is unique by
+    # it: its other columns are copied like any other (a partition bound holds for them)
+    counters = {c.name for c in table.columns if c.counter}
+    unique = frozenset().union(*(s for s in table.uniques if not s & counters))
     skip: frozenset[str] = frozenset()
     if table.before_insert_trigger and not attempt.fill_keys:  # a trigger may assign ids
         skip = unique - {c for fk in table.foreign_keys for c in fk.columns}
@@ -87,10 +90,11 @@ def build(table: TableInfo, attempt: Attempt) -> Insert:
         elif column.name in unique:
             fresh.add(column.name)
             if attempt.template and column.category == "S":
-                # an existing value behind a random prefix passes most CHECKs (an email's @)
+                # an existing value behind a random prefix passes most CHECKs (an email's @);
+                # cut to the column's length from the right it would be the existing value
                 prefixed = sql.SQL("%(prefix)s || {}").format(source)
                 if column.typmod >= 4:
-                    prefixed = sql.SQL("right({}, {})").format(
+                    prefixed = sql.SQL("left({}, {})").format(
                         prefixed, sql.Literal(column.typmod - 4))
                 exprs.append(copied(column, prefixed, inv(column, unique=True)))
             else:

@@ -31,6 +31,10 @@ SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS name,
                       'not_null', a.attnotnull OR coalesce(t.typnotnull, false),
                       'produced', a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''
                                   OR t.typdefaultbin IS NOT NULL,
+                      'counter', a.attidentity <> '' OR coalesce((
+                          SELECT pg_get_expr(d.adbin, d.adrelid) LIKE '%%nextval(%%'
+                          FROM pg_attrdef d
+                          WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum), false),
                       'category', t.typcategory,
                       'type', coalesce(b.typname, t.typname),
                       'typmod', CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
@@ -69,7 +73,9 @@ SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS name,
            FROM pg_constraint f
            JOIN pg_class r ON r.oid = f.confrelid
            JOIN pg_namespace rn ON rn.oid = r.relnamespace
-           WHERE f.conrelid = c.oid AND f.contype = 'f'), '[]') AS foreign_keys
+           WHERE f.conrelid = c.oid AND f.contype = 'f'), '[]') AS foreign_keys,
+       EXISTS (SELECT FROM pg_rewrite r  -- ON INSERT ... DO INSTEAD (inheritance partitioning)
+               WHERE r.ev_class = c.oid AND r.ev_type = '3' AND r.is_instead) AS insert_rule
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
@@ -105,6 +111,7 @@ class ColumnInfo:
     type: str  # the base type's name (through one domain)
     typmod: int
     label: str | None  # an enum's first label
+    counter: bool = False  # an identity or a nextval() default: a new value every insert
 
     @property
     def needed(self) -> bool:
@@ -130,16 +137,18 @@ class TableInfo:
     columns: tuple[ColumnInfo, ...]
     uniques: tuple[frozenset[str], ...]
     foreign_keys: tuple[ForeignKey, ...]
+    insert_rule: bool = False  # a DO INSTEAD rule rewrites inserts: the count says 0
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> TableInfo:
-        oid, schema, name, can_insert, trigger, columns, uniques, fks = row
+        oid, schema, name, can_insert, trigger, columns, uniques, fks, insert_rule = row
         return cls(
             oid, schema, name, can_insert, trigger,
             tuple(ColumnInfo(**column) for column in columns),
             tuple(frozenset(names) for names in uniques),
             tuple(ForeignKey(tuple(fk["columns"]), fk["ref_schema"], fk["ref_table"],
                              tuple(fk["ref_columns"])) for fk in fks),
+            insert_rule,
         )
 
     @property

@@ -274,10 +274,31 @@ def test_overflow_is_reported_and_every_other_sequence_still_repaired(db: str) -
     report = commands.fix_sequences(settings(db))
     fixes = by_label(report.steps[0].details)
     assert fixes["tiny.id"].action is Action.FAILED
-    assert fixes["tiny.id"].reason == "cannot get past its data: max is 150 but MAXVALUE is 100"
+    assert fixes["tiny.id"].reason == ("cannot get past its data: max is 150 but MAXVALUE is "
+                                       "100; raise it: ALTER SEQUENCE public.tiny_seq NO MAXVALUE")
     assert fixes["fine.id"].action is Action.FIXED and fixes["fine.id"].applied
     assert nextval(db, "fine_id_seq") == 10
     assert report.exit_code == 1
+
+
+def test_an_overflow_names_the_widening_and_a_cycle_at_its_end_is_no_failure(db: str) -> None:
+    execute(db, """
+        CREATE TABLE small (id smallserial PRIMARY KEY);
+        INSERT INTO small VALUES (32767);
+        CREATE SEQUENCE round_seq MAXVALUE 10 CYCLE;
+        CREATE TABLE round (id int DEFAULT nextval('round_seq'));
+        INSERT INTO round VALUES (10);
+    """)
+    report = commands.fix_sequences(settings(db))
+    fixes = by_label(report.steps[0].details)
+    assert fixes["small.id"].action is Action.FAILED
+    assert (fixes["small.id"].reason or "").endswith(
+        "widen it: ALTER SEQUENCE public.small_id_seq AS bigint, and small.id to bigint")
+    assert fixes["round.id"].action is Action.OK
+    assert "wrap around" in (fixes["round.id"].reason or "")
+    execute(db, "ALTER SEQUENCE small_id_seq AS bigint; ALTER TABLE small ALTER id TYPE bigint")
+    assert commands.fix_sequences(settings(db)).exit_code == 0  # the fix it named works
+    assert commands.verify(settings(db)).exit_code == 0
 
 
 def test_exhausted_sequence_fails_until_exact(db: str) -> None:

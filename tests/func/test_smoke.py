@@ -360,3 +360,31 @@ def test_quoted_names_and_schemas(main_db: str, schema: str) -> None:
     results = _smoke(main_db, smoke.Plan(schemas=(schema,)))
     assert list(results) == ['"Order"' if schema == "public" else '"Billing Dept"."Order"']
     assert next(iter(results.values())).verdict is Verdict.PASSED
+
+
+def test_partitions_char_keys_and_rule_partitioning_are_no_false_skips(db: str) -> None:
+    """pagila's payment (partitioned, key (payment_date, payment_id) with payment_id from a
+    sequence), world's country (char(3) key, a CHECK), pagila 0.10.1's payment (an
+    inheritance parent whose DO INSTEAD rules route each row): each insert passes."""
+    execute(db, """
+        CREATE TABLE payment (payment_id serial, payment_date timestamptz NOT NULL,
+            PRIMARY KEY (payment_date, payment_id)) PARTITION BY RANGE (payment_date);
+        CREATE TABLE payment_2022 PARTITION OF payment
+            FOR VALUES FROM ('2022-01-01') TO ('2023-01-01');
+        INSERT INTO payment (payment_date) VALUES ('2022-02-01'), ('2022-03-01');
+        CREATE TABLE country (code char(3) PRIMARY KEY, continent text NOT NULL
+            CHECK (continent IN ('Asia', 'Europe')));
+        INSERT INTO country VALUES ('ABW', 'Europe'), ('AFG', 'Asia');
+        CREATE TABLE old_payment (payment_id serial PRIMARY KEY, paid date NOT NULL);
+        CREATE TABLE old_payment_2007 (CHECK (paid >= '2007-01-01' AND paid < '2008-01-01'))
+            INHERITS (old_payment);
+        CREATE RULE old_payment_2007_insert AS ON INSERT TO old_payment
+            WHERE paid >= '2007-01-01' AND paid < '2008-01-01'
+            DO INSTEAD INSERT INTO old_payment_2007 VALUES (NEW.*);
+        INSERT INTO old_payment (paid) VALUES ('2007-03-01');
+    """)
+    before = row_counts(db)
+    results = _smoke(db)
+    for label in ("payment", "country", "old_payment"):
+        assert results[label].verdict is Verdict.PASSED, (label, results[label].reason)
+    assert row_counts(db) == before

@@ -6,6 +6,7 @@ setting the server does not know, a read-only source database, a server speaking
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tarfile
 import zipfile
@@ -18,7 +19,7 @@ from restore_tool import commands, report
 from restore_tool.errors import MissingBinary
 from restore_tool.pipeline import Report, Status, StepResult
 from tests.conftest import Servers
-from tests.helpers import dbname, execute, row_counts, scalar, settings
+from tests.helpers import databases, dbname, execute, password_url, row_counts, scalar, settings
 from tests.servers import NewDatabases, Server, bin_dir, cluster
 
 
@@ -267,3 +268,141 @@ def test_a_server_and_clients_speaking_german_are_read_the_same(
         assert "»transaction_timeout«" in load.summary, load.summary
     finally:
         made.drop_all()
+
+
+def test_preflight_names_every_role_tablespace_and_extension_the_server_lacks(
+        servers: Servers, new_database: NewDatabases, tmp_path: Path) -> None:
+    """An owner, a grantee and a tablespace of the source that PostgreSQL 15 lacks, and (in a
+    plain script) an extension it cannot install: one refusal names them all, nothing is
+    created; the flags restore it."""
+    main = servers.main
+    owner, reader = "rt_needs_owner", "rt_needs_reader"
+    if main.data_dir is None:
+        pytest.skip("needs a server on this machine (a tablespace directory)")
+    place = main.data_dir.parent / "rt_fast"  # where the server's user may reach
+    place.mkdir()
+    shutil.chown(place, main.data_dir.stat().st_uid, main.data_dir.stat().st_gid)
+    execute(main.conninfo, f"CREATE ROLE {owner}; CREATE ROLE {reader}")
+    execute(main.conninfo, f"CREATE TABLESPACE rt_fast LOCATION '{place}'")
+    try:
+        source = new_database("rt_needs_src")
+        execute(source, f"CREATE TABLE menu (id int) TABLESPACE rt_fast; "
+                        f"ALTER TABLE menu OWNER TO {owner}; GRANT SELECT ON menu TO {reader}; "
+                        "INSERT INTO menu VALUES (1)")
+        archive = _pg_dump("18", source, tmp_path / "needs.dump", "--format=custom")
+        script = _pg_dump("18", source, tmp_path / "needs.sql", "--format=plain")
+        script.write_text(script.read_text() + "CREATE EXTENSION IF NOT EXISTS rt_no_such;\n")
+    finally:
+        new_database.drop_all()
+        execute(main.conninfo, "DROP TABLESPACE rt_fast")
+        place.rmdir()
+        execute(main.conninfo, f"DROP ROLE {owner}; DROP ROLE {reader}")
+    made = NewDatabases(servers["15"])
+    try:
+        target = made("rt_needs", create=False)
+        for dump in (archive, script):
+            refused = commands.restore(settings(target, tmp_path), dump)
+            summary = refused.steps[0].summary
+            assert refused.exit_code == 2, report.render(refused)
+            assert f"belong to roles this server does not have: {owner}." in summary
+            assert f"grants name roles this server does not have: {reader}." in summary
+            assert "tablespaces this server does not have: rt_fast." in summary
+            for flag in ("--no-owner", "--no-privileges", "--no-tablespaces"):
+                assert flag in summary
+            assert ("extensions this server cannot install: rt_no_such" in summary) \
+                == (dump is script)
+            assert dbname(target) not in databases(servers["15"], dbname(target))
+        done = commands.restore(settings(target, tmp_path), archive, commands.Options(
+            no_owner=True, no_privileges=True, no_tablespaces=True))
+        assert done.exit_code == 0, report.render(done)
+        assert row_counts(target) == {"menu": 1}
+    finally:
+        made.drop_all()
+
+
+_SUBSCRIBED = """
+CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (1);
+CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
+CREATE EVENT TRIGGER rt_log_ddl ON ddl_command_end EXECUTE FUNCTION log_ddl();
+COMMENT ON EVENT TRIGGER rt_log_ddl IS 'audit';
+CREATE SUBSCRIPTION rt_feed CONNECTION 'host=/nonexistent dbname=shop' PUBLICATION shop
+    WITH (connect = false, slot_name = 'rt_feed');
+"""
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_subscriptions_are_left_out_or_restored_without_a_slot(
+        new_database: NewDatabases, tmp_path: Path, fmt: str) -> None:
+    source = new_database("rt_sub_src")
+    execute(source, _SUBSCRIBED)
+    try:
+        dump = _pg_dump("18", source, tmp_path / f"sub.{fmt}", f"--format={fmt}")
+    finally:
+        execute(source, "ALTER SUBSCRIPTION rt_feed SET (slot_name = NONE); "
+                        "DROP SUBSCRIPTION rt_feed")
+    plain = new_database("rt_sub", create=False)
+    result = commands.restore(settings(plain, tmp_path), dump)
+    assert result.exit_code == 0, report.render(result)
+    assert " subscription statement(s) (rt_feed: --with-subscriptions" in \
+        _step(result, "load").summary
+    assert scalar(plain, "SELECT count(*) FROM pg_subscription") == 0
+    assert scalar(plain, "SELECT count(*) FROM pg_event_trigger") == 1  # a superuser restored
+    subscribed = new_database("rt_sub_with", create=False)
+    try:
+        result = commands.restore(settings(subscribed, tmp_path), dump,
+                                  commands.Options(with_subscriptions=True))
+        assert result.exit_code == 0, report.render(result)
+        assert "created 1 subscription(s) disabled and without a slot: rt_feed" in \
+            _step(result, "load").summary
+        assert scalar(subscribed, "SELECT subenabled || ',' || coalesce(subslotname::text, "
+                                  "'NONE') FROM pg_subscription WHERE subdbid = (SELECT oid "
+                                  "FROM pg_database WHERE datname = current_database())"
+                      ) == "false,NONE"
+    finally:
+        execute(subscribed, "DROP SUBSCRIPTION IF EXISTS rt_feed")  # no slot: drops locally
+
+
+def test_a_managed_server_role_leaves_event_triggers_out_and_names_them(
+        main_server: Server, password_role: tuple[str, str], new_database: NewDatabases,
+        tmp_path: Path) -> None:
+    """A role with CREATEDB, not superuser (RDS, Cloud SQL, Supabase): the event trigger is
+    left out and named, everything else restores."""
+    role, password = password_role
+    execute(main_server.conninfo, f'ALTER ROLE "{role}" CREATEDB')
+    source = new_database("rt_managed_src")
+    execute(source, _SUBSCRIBED.replace("CREATE SUBSCRIPTION", "-- ").replace(
+        "    WITH (connect = false, slot_name = 'rt_feed');", ""))
+    dump = _pg_dump("18", source, tmp_path / "managed.dump", "--format=custom")
+    target = dbname(new_database("rt_managed", create=False))
+    result = commands.restore(settings(password_url(main_server, role, password, target),
+                                       tmp_path), dump, commands.Options(no_owner=True))
+    assert result.exit_code == 0, report.render(result)
+    summary = _step(result, "load").summary
+    assert "2 event trigger statement(s) (rt_log_ddl: only a superuser may create them" \
+        in summary, summary
+    restored = main_server.database(target)
+    assert row_counts(restored) == {"t": 1}
+    assert scalar(restored, "SELECT count(*) FROM pg_event_trigger") == 0
+
+
+def test_scratch_creates_the_roles_the_dump_needs_and_keeps_owners_and_grants(
+        servers: Servers, new_database: NewDatabases, tmp_path: Path) -> None:
+    owner, reader = "rt_scratch_owner", "rt_scratch_reader"
+    execute(servers.main.conninfo, f"CREATE ROLE {owner}; CREATE ROLE {reader}")
+    try:
+        source = new_database("rt_scratch_src")
+        execute(source, f"CREATE TABLE menu (id serial PRIMARY KEY); ALTER TABLE menu OWNER TO "
+                        f"{owner}; GRANT SELECT ON menu TO {reader}; INSERT INTO menu VALUES (1)")
+        dump = _pg_dump("18", source, tmp_path / "scratch.dump", "--format=custom")
+    finally:
+        new_database.drop_all()
+        execute(servers.main.conninfo, f"DROP ROLE {owner}; DROP ROLE {reader}")
+    check = tmp_path / "owned.sql"  # run in the throwaway cluster, after the load
+    check.write_text(f"""DO $$ BEGIN
+        IF (SELECT tableowner FROM pg_tables WHERE tablename = 'menu') <> '{owner}'
+           OR NOT has_table_privilege('{reader}', 'menu', 'SELECT') THEN
+            RAISE EXCEPTION 'owner or grant lost';
+        END IF; END $$;""")
+    result = commands.restore_scratch(dump, commands.Options(post_sql=(check,)))
+    assert result.exit_code == 0, report.render(result)
+    assert f"created the roles it needs (NOLOGIN): {owner}, {reader}" in result.steps[0].summary

@@ -63,7 +63,14 @@ def test_plan_decisions() -> None:
     assert plan(seq(), SequenceState(1, False), None).action is Action.EMPTY
     over = plan(seq(hi=100), SequenceState(1, False), 150)
     assert over.action is Action.FAILED
-    assert over.reason == "cannot get past its data: max is 150 but MAXVALUE is 100"
+    assert over.reason == ("cannot get past its data: max is 150 but MAXVALUE is 100; raise "
+                           "it: ALTER SEQUENCE public.user_user_id_seq NO MAXVALUE")
+    small = plan(seq(hi=2**15 - 1), SequenceState(1, False), 2**15 - 1)
+    assert small.action is Action.FAILED and small.reason is not None
+    assert small.reason.endswith("widen it: ALTER SEQUENCE public.user_user_id_seq AS bigint, "
+                                 "and user.user_id to bigint")
+    cycling = plan(seq(hi=100, cycle=True), SequenceState(100, True), 100)
+    assert cycling.action is Action.OK and "wrap around" in (cycling.reason or "")
     skipped = plan(seq(), None, None, skip_reason="no SELECT privilege")
     assert (skipped.action, skipped.reason) == (Action.SKIPPED, "no SELECT privilege")
 
