@@ -27,9 +27,11 @@ from tests.helpers import dbname, execute  # noqa: E402
 from tests.servers import NewDatabases, Server, bin_dir, cluster, embedded_server  # noqa: E402
 
 GROW = """
-INSERT INTO menu (note, dish) SELECT 'SET row ' || g, 'dish ' || g FROM generate_series(1, {n}) g;
-INSERT INTO guest (name) SELECT 'guest ' || g FROM generate_series(1, {n}) g;
-INSERT INTO reading (day) SELECT date '2026-01-01' + (g % 700) FROM generate_series(1, {n}) g;
+INSERT INTO menu (id, note, dish) SELECT g + 100, 'SET row ' || g, 'dish ' || g
+    FROM generate_series(1, {n}) g;
+INSERT INTO guest (id, name) SELECT g + 100, 'guest ' || g FROM generate_series(1, {n}) g;
+INSERT INTO reading (id, day) SELECT g + 1000, date '2026-01-01' + (g % 700)
+    FROM generate_series(1, {n}) g;
 REFRESH MATERIALIZED VIEW menu_count;
 """
 COUNTS = "SELECT (SELECT count(*) FROM menu), (SELECT count(*) FROM guest), " \

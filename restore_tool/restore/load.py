@@ -204,6 +204,9 @@ def _statistics_left_out(count: int, server: Server) -> str:
             "cannot load them; analyze rebuilds them)")
 
 
+_CHUNK = 1 << 20
+
+
 def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
                 server: Server, dump: Dump, leave: Leave,
                 progress: Progress | None) -> Loaded:
@@ -237,16 +240,22 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
         return None
 
     def chunks() -> Iterator[bytes]:
-        done = 0
+        done, buffer, size = 0, [], 0
         with readable.open("rb") as handle:
             for piece in script.pieces(handle):
                 done += len(piece.text)
                 if piece.kind is script.Kind.STATEMENT and (why := left_out(piece)):
                     skipped[why] += 1
                     continue
-                if progress is not None and done % (1 << 20) < len(piece.text):
-                    progress(done, total, "SQL script")
-                yield piece.text
+                buffer.append(piece.text)
+                size += len(piece.text)
+                if size >= _CHUNK:  # one write to psql per chunk, not per COPY row
+                    if progress is not None:
+                        progress(done, total, "SQL script")
+                    yield b"".join(buffer)
+                    buffer, size = [], 0
+        if buffer:
+            yield b"".join(buffer)
 
     def on_line(line: str) -> None:
         match = _PSQL_MESSAGE.match(line.rstrip("\n"))
