@@ -247,11 +247,13 @@ def _reason(message: str) -> str:
 @dataclass(frozen=True)
 class ServerHas:
     """What a restore may need of the server: its roles, tablespaces, the extensions it can
-    install, and whether the connected role is superuser."""
+    install, its untrusted languages (c and internal among them), and whether the connected
+    role is superuser."""
 
     roles: frozenset[str]
     tablespaces: frozenset[str]
     extensions: frozenset[str]
+    untrusted_languages: frozenset[str]
     superuser: bool
 
 
@@ -264,4 +266,5 @@ def server_has(conn: Connection) -> ServerHas:
     return ServerHas(names("SELECT rolname FROM pg_roles"),
                      names("SELECT spcname FROM pg_tablespace"),
                      names("SELECT name FROM pg_available_extensions"),
+                     names("SELECT lanname FROM pg_language WHERE NOT lanpltrusted"),
                      bool(superuser and superuser[0]))

@@ -72,9 +72,9 @@ class Leave:
     owner: bool = False
     privileges: bool = False
     tablespaces: bool = False
-    # by name: the event triggers when the role is not superuser (it could not create them),
-    # and the subscriptions unless --with-subscriptions (then created afterwards, slotless)
-    event_triggers: tuple[str, ...] = ()
+    # what only a superuser may create, when the role is not one; by name: the subscriptions
+    # (unless --with-subscriptions: then created afterwards, slotless)
+    superuser_only: tuple[needs.Entry, ...] = ()
     subscriptions: tuple[str, ...] = ()  # always: the load would create them with their slot
     subscribe_after: bool = False  # --with-subscriptions
 
@@ -171,13 +171,14 @@ def load(conninfo: str, server: Server, dump: Dump, readable: Path, loader: Tool
 
 
 def _entry_left_out(entry: TocEntry, server: Server, leave: Leave) -> str | None:
-    """Why the load leaves this TOC entry out (the comment on an event trigger with it)."""
+    """Why the load leaves this TOC entry out (the comments and grants of what it leaves out
+    with it)."""
     if entry.kind == "STATISTICS DATA" and server.major < STATISTICS_SINCE:
         return "statistics"
+    if any(e.covers_listed(entry.kind, entry.rest) for e in leave.superuser_only):
+        return "superuser"
     about = entry.kind if entry.kind not in ("COMMENT", "SECURITY LABEL") else \
         entry.rest.removeprefix("- ")
-    if leave.event_triggers and about.startswith("EVENT TRIGGER"):
-        return "event triggers"
     if leave.subscriptions and about.startswith("SUBSCRIPTION"):
         return "subscriptions"
     return None
@@ -188,9 +189,9 @@ def _left_out_words(left: Counter[str], server: Server, leave: Leave) -> list[st
     for why, count in left.items():
         if why == "statistics":
             words.append(_statistics_left_out(count, server))
-        elif why == "event triggers":
-            words.append(f"{count} event trigger statement(s) ({', '.join(leave.event_triggers)}"
-                         ": only a superuser may create them, and the restoring role is not one)")
+        elif why == "superuser":
+            words.append(f"{count} statement(s) only a superuser may run, and the restoring "
+                         f"role is not one ({', '.join(map(str, leave.superuser_only))})")
         elif why == "subscriptions" and not leave.subscribe_after:
             words.append(f"{count} subscription statement(s) ({', '.join(leave.subscriptions)}"
                          ": --with-subscriptions restores them disabled, without a slot)")
@@ -220,7 +221,7 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
     skipped: Counter[str] = Counter()
     unknown: set[str] = set()
 
-    def left_out(piece: script.Piece) -> str | None:
+    def left_out(piece: script.Piece, header: script.Header | None) -> str | None:
         head = piece.head
         if (match := _SET.match(head)) and match.group(1).lower() in sends:
             unknown.add(match.group(1).lower())
@@ -233,18 +234,21 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
             return "tablespace settings (--no-tablespaces)"
         if server.major < STATISTICS_SINCE and _STATISTICS_CALL.match(head):
             return "statistics"
-        if leave.event_triggers and needs.EVENT_TRIGGER_STATEMENT.match(head):
-            return "event triggers"
+        if header and any(e.covers(header.kind, header.schema, header.name)
+                          for e in leave.superuser_only):
+            return "superuser"
         if leave.subscriptions and needs.SUBSCRIPTION_STATEMENT.match(head):
             return "subscriptions"
         return None
 
     def chunks() -> Iterator[bytes]:
         done, buffer, size = 0, [], 0
+        header = None
         with readable.open("rb") as handle:
             for piece in script.pieces(handle):
                 done += len(piece.text)
-                if piece.kind is script.Kind.STATEMENT and (why := left_out(piece)):
+                header = piece.header or header
+                if piece.kind is script.Kind.STATEMENT and (why := left_out(piece, header)):
                     skipped[why] += 1
                     continue
                 buffer.append(piece.text)

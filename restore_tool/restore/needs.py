@@ -1,7 +1,8 @@
 """What a dump needs of the server, read from its schema script before anything is written:
-the roles its grants name, its tablespaces and extensions, and the entries only a superuser
-may create (event triggers) or that reach outside the database (subscriptions). Pure: the
-statements come from script.pieces."""
+the roles its grants name, its tablespaces and extensions, the entries only a superuser may
+create (event triggers, languages, foreign-data wrappers, text search parsers and templates,
+functions in an untrusted language such as C) and those that reach outside the database
+(subscriptions). Pure: the statements come from script.pieces."""
 
 from __future__ import annotations
 
@@ -21,16 +22,51 @@ _DEFAULT_TABLESPACE = re.compile(rf"^SET\s+default_tablespace\s*=\s*(''|{_IDENT}
                                  re.IGNORECASE)
 _EXTENSION = re.compile(rf"^CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?({_IDENT})",
                         re.IGNORECASE)
-_EVENT_TRIGGER = re.compile(rf"^CREATE\s+EVENT\s+TRIGGER\s+({_IDENT})", re.IGNORECASE)
 _SUBSCRIPTION = re.compile(rf"^CREATE\s+SUBSCRIPTION\s+({_IDENT})", re.IGNORECASE)
-# statements about an event trigger or a subscription: left out with it
-EVENT_TRIGGER_STATEMENT = re.compile(
-    r"^(?:(?:CREATE|ALTER)\s+EVENT\s+TRIGGER|(?:COMMENT|SECURITY\s+LABEL)(?:\s.*?)?\sON\s+EVENT\s+"
-    r"TRIGGER)\s", re.IGNORECASE | re.DOTALL)
+# statements about a subscription: left out with it
 SUBSCRIPTION_STATEMENT = re.compile(
     r"^(?:(?:CREATE|ALTER)\s+SUBSCRIPTION|(?:COMMENT|SECURITY\s+LABEL)(?:\s.*?)?\sON\s+"
     r"SUBSCRIPTION)\s", re.IGNORECASE | re.DOTALL)
 _SLOT_NAME = re.compile(r"slot_name\s*=\s*(?:'(?:[^']|'')*'|NONE)", re.IGNORECASE)
+# kinds only a superuser may create, whoever owns the database
+SUPERUSER_KINDS = frozenset({"EVENT TRIGGER", "PROCEDURAL LANGUAGE", "FOREIGN DATA WRAPPER",
+                             "TEXT SEARCH PARSER", "TEXT SEARCH TEMPLATE"})
+_ROUTINES = frozenset({"FUNCTION", "PROCEDURE"})
+_LANGUAGE = re.compile(r"^\s+LANGUAGE\s+(\S+)\s*$", re.MULTILINE)  # pg_dump's own line
+_TRUSTED = frozenset({"sql", "plpgsql"})  # trusted on every server
+_ABOUT = frozenset({"COMMENT", "SECURITY LABEL", "ACL"})  # entries about another one
+_ABOUT_WORD = {"PROCEDURAL LANGUAGE": "LANGUAGE"}  # how they name it: `LANGUAGE plperlu`
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A dump entry by its header (`Name: my_abs(integer); Type: FUNCTION; Schema: public`),
+    names as `pg_restore -l` lists them."""
+
+    kind: str
+    schema: str  # `-` for none
+    name: str
+    language: str | None = None  # a function's, unless sql or plpgsql
+
+    def covers(self, kind: str, schema: str, name: str) -> bool:
+        """Whether the entry so named is this one, or its comment, security label or grant."""
+        return schema == self.schema and name == self._tag(kind)
+
+    def covers_listed(self, kind: str, rest: str) -> bool:
+        """`covers` for a `pg_restore -l` line: `rest` is `schema name owner`."""
+        tag = self._tag(kind)
+        listed = f"{self.schema} {tag}"
+        return tag is not None and (rest == listed or rest.startswith(listed + " "))
+
+    def _tag(self, kind: str) -> str | None:
+        if kind == self.kind:
+            return self.name
+        return f"{_ABOUT_WORD.get(self.kind, self.kind)} {self.name}" if kind in _ABOUT else None
+
+    def __str__(self) -> str:
+        schema = f"{self.schema}." if self.schema != "-" else ""
+        language = f" (language {self.language})" if self.language else ""
+        return f"{self.kind.lower()} {schema}{self.name}{language}"
 
 
 @dataclass(frozen=True)
@@ -40,20 +76,31 @@ class Needs:
     grantees: frozenset[str] = frozenset()  # GRANT … TO, REVOKE … FROM, DEFAULT PRIVILEGES
     tablespaces: frozenset[str] = frozenset()
     extensions: frozenset[str] = frozenset()
-    event_triggers: tuple[str, ...] = ()
+    special: tuple[Entry, ...] = ()  # SUPERUSER_KINDS, and routines in other languages
     subscriptions: tuple[str, ...] = ()  # each CREATE SUBSCRIPTION, as the dump has it
+
+    def superuser_only(self, untrusted: frozenset[str]) -> tuple[Entry, ...]:
+        """What only a superuser may create on a server whose untrusted languages
+        (`pg_language`, c and internal among them) are `untrusted`, in the order of their names."""
+        return tuple(sorted((e for e in self.special
+                             if e.language is None or e.language in untrusted), key=str))
 
 
 def read(pieces: Iterable[script.Piece]) -> Needs:
     grantees: set[str] = set()
     tablespaces: set[str] = set()
     extensions: set[str] = set()
-    event_triggers: list[str] = []
+    special: list[Entry] = []
     subscriptions: list[str] = []
+    header: script.Header | None = None
     for piece in pieces:
+        header = piece.header or header
         if piece.kind is not script.Kind.STATEMENT:
             continue
         head = piece.head
+        if header and head[:6].upper() == "CREATE" and (entry := _special(header, piece)) \
+                and entry not in special:
+            special.append(entry)
         word = head[:6].upper()
         if word in ("GRANT ", "REVOKE") or head.upper().startswith("ALTER DEFAULT"):
             text = piece.text.decode("utf-8", errors="replace")
@@ -66,13 +113,23 @@ def read(pieces: Iterable[script.Piece]) -> Needs:
                 tablespaces.update(_names(match.group(1)))
         elif match := _EXTENSION.match(head):
             extensions.update(_names(match.group(1)))
-        elif match := _EVENT_TRIGGER.match(head):
-            event_triggers.extend(_names(match.group(1)))
         elif _SUBSCRIPTION.match(head):
             subscriptions.append(piece.text.decode("utf-8", errors="replace").strip())
     grantees.discard("public")
     return Needs(frozenset(grantees), frozenset(tablespaces), frozenset(extensions),
-                 tuple(event_triggers), tuple(subscriptions))
+                 tuple(special), tuple(subscriptions))
+
+
+def _special(header: script.Header, piece: script.Piece) -> Entry | None:
+    """The entry a CREATE under `header` makes, if only a superuser may make it somewhere."""
+    if header.kind in SUPERUSER_KINDS:
+        return Entry(header.kind, header.schema, header.name)
+    if header.kind in _ROUTINES:
+        found = _LANGUAGE.search(piece.text[:4000].decode("utf-8", errors="replace"))
+        language = found.group(1).strip('"') if found else None
+        if language and language not in _TRUSTED:
+            return Entry(header.kind, header.schema, header.name, language)
+    return None
 
 
 def subscription_name(statement: str) -> str:

@@ -30,8 +30,33 @@ class Piece:
         characters: enough to tell what it is."""
         return _LEADING.sub("", self.text[:400].decode("utf-8", errors="replace"))[:200]
 
+    @property
+    def header(self) -> Header | None:
+        """The last entry header among the piece's comments (a statement's leading ones):
+        pg_dump and pg_restore write one before each entry's statements."""
+        if self.kind is Kind.DATA or b"-- " not in self.text[:2000]:
+            return None
+        text = self.text[:2000].decode("utf-8", errors="replace")
+        if self.kind is Kind.STATEMENT:
+            leading = _LEADING.match(text)
+            text = leading.group(0) if leading else ""
+        found = _HEADER.findall(text)
+        return Header(*found[-1]) if found else None
+
+
+@dataclass(frozen=True)
+class Header:
+    """`-- Name: my_abs(integer); Type: FUNCTION; Schema: public; Owner: app`: names as
+    `pg_restore -l` lists them (the schema `-` for none)."""
+
+    name: str
+    kind: str
+    schema: str
+
 
 _LEADING = re.compile(r"^(?:\s+|--[^\n]*\n)+")
+_HEADER = re.compile(r"^-- (?:Data for )?Name: (.*?); Type: ([A-Z ]+); Schema: (.*?); Owner: ",
+                     re.MULTILINE)
 _COPY_FROM_STDIN = re.compile(rb"^\s*COPY\s.*\sFROM\s+stdin", re.IGNORECASE | re.DOTALL)
 _DOLLAR_TAG = re.compile(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$")
 _END_OF_COPY = (b"\\.\n", b"\\.\r\n", b"\\.")

@@ -362,27 +362,56 @@ def test_subscriptions_are_left_out_or_restored_without_a_slot(
         execute(subscribed, "DROP SUBSCRIPTION IF EXISTS rt_feed")  # no slot: drops locally
 
 
-def test_a_managed_server_role_leaves_event_triggers_out_and_names_them(
+_SUPERUSER_ONLY = """
+CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (1);
+CREATE FUNCTION log_ddl() RETURNS event_trigger LANGUAGE plpgsql AS 'BEGIN END';
+CREATE EVENT TRIGGER rt_log_ddl ON ddl_command_end EXECUTE FUNCTION log_ddl();
+COMMENT ON EVENT TRIGGER rt_log_ddl IS 'audit';
+CREATE FUNCTION rt_abs(integer) RETURNS integer LANGUAGE internal AS 'int4abs';
+COMMENT ON FUNCTION rt_abs(integer) IS 'C code';
+REVOKE ALL ON FUNCTION rt_abs(integer) FROM PUBLIC;
+CREATE FUNCTION rt_twice(integer) RETURNS integer LANGUAGE sql AS 'SELECT 2 * $1';
+CREATE FOREIGN DATA WRAPPER rt_fdw; COMMENT ON FOREIGN DATA WRAPPER rt_fdw IS 'wraps';
+CREATE TEXT SEARCH TEMPLATE rt_template (LEXIZE = dsimple_lexize, INIT = dsimple_init);
+CREATE TEXT SEARCH PARSER rt_parser (START = prsd_start, GETTOKEN = prsd_nexttoken,
+    END = prsd_end, LEXTYPES = prsd_lextype);
+CREATE LANGUAGE rt_lang HANDLER plpgsql_call_handler; COMMENT ON LANGUAGE rt_lang IS 'own';
+"""
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_a_managed_server_role_leaves_superuser_only_entries_out_and_names_them(
         main_server: Server, password_role: tuple[str, str], new_database: NewDatabases,
-        tmp_path: Path) -> None:
-    """A role with CREATEDB, not superuser (RDS, Cloud SQL, Supabase): the event trigger is
-    left out and named, everything else restores."""
+        tmp_path: Path, fmt: str) -> None:
+    """A role with CREATEDB, not superuser (RDS, Cloud SQL, Supabase): the event trigger, the
+    function in C-like `internal`, the foreign-data wrapper, the language and the text search
+    parser and template are left out with their comments and grants, named by preflight and
+    load; the rest restores."""
     role, password = password_role
     execute(main_server.conninfo, f'ALTER ROLE "{role}" CREATEDB')
     source = new_database("rt_managed_src")
-    execute(source, _SUBSCRIBED.replace("CREATE SUBSCRIPTION", "-- ").replace(
-        "    WITH (connect = false, slot_name = 'rt_feed');", ""))
-    dump = _pg_dump("18", source, tmp_path / "managed.dump", "--format=custom")
+    execute(source, _SUPERUSER_ONLY)
+    dump = _pg_dump("18", source, tmp_path / f"managed.{fmt}", f"--format={fmt}")
     target = dbname(new_database("rt_managed", create=False))
     result = commands.restore(settings(password_url(main_server, role, password, target),
                                        tmp_path), dump, commands.Options(no_owner=True))
     assert result.exit_code == 0, report.render(result)
-    summary = _step(result, "load").summary
-    assert "2 event trigger statement(s) (rt_log_ddl: only a superuser may create them" \
-        in summary, summary
+    named = ("event trigger rt_log_ddl, foreign data wrapper rt_fdw, function public.rt_abs("
+             "integer) (language internal), procedural language rt_lang, text search parser "
+             "public.rt_parser, text search template public.rt_template")
+    assert named in _step(result, "preflight").summary
+    load_summary = _step(result, "load").summary
+    assert "statement(s) only a superuser may run, and the restoring role is not one (" \
+        in load_summary, load_summary
     restored = main_server.database(target)
     assert row_counts(restored) == {"t": 1}
-    assert scalar(restored, "SELECT count(*) FROM pg_event_trigger") == 0
+    assert scalar(restored, "SELECT rt_twice(21)") == 42
+    assert scalar(restored, "SELECT (SELECT count(*) FROM pg_event_trigger) + (SELECT count(*) "
+                            "FROM pg_foreign_data_wrapper) + (SELECT count(*) FROM pg_ts_template"
+                            " WHERE tmplname LIKE 'rt_%') + (SELECT count(*) FROM pg_proc WHERE "
+                            "proname = 'rt_abs') + (SELECT count(*) FROM pg_ts_parser WHERE "
+                            "prsname LIKE 'rt_%') + (SELECT count(*) FROM pg_language WHERE "
+                            "lanname = 'rt_lang')") == 0
 
 
 def test_scratch_creates_the_roles_the_dump_needs_and_keeps_owners_and_grants(
