@@ -170,6 +170,9 @@ def restore_dump(
     wait_connections: Annotated[float | None, typer.Option(
         "--wait-connections", metavar="SECONDS", min=0, help="With --replace: wait this "
         "long for sessions on the old database to leave instead of ending them.")] = None,
+    lock_wait: Annotated[float, typer.Option(
+        "--lock-wait", metavar="SECONDS", min=1, help="With --replace: how long the swap "
+        "waits for a lock another session holds on the database.")] = 30.0,
     scratch: Annotated[bool, typer.Option(
         "--scratch", help="Restore into a temporary embedded PostgreSQL, run every step, "
         "delete it: is this backup restorable? (creates the roles the dump needs)")] = False,
@@ -185,7 +188,7 @@ def restore_dump(
         no_privileges=no_privileges, no_tablespaces=no_tablespaces, server_locale=server_locale,
         with_subscriptions=with_subscriptions, migrate=migrate,
         post_sql=tuple(post_sql or ()), analyze=not no_analyze,
-        wait_connections=wait_connections, pg_bin=tuple(pg_bin or ()))
+        wait_connections=wait_connections, lock_wait=lock_wait, pg_bin=tuple(pg_bin or ()))
     found = project.load(config_file)
     with progress.reporter() as show:
         if scratch:

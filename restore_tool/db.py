@@ -101,6 +101,26 @@ def drop_database(conn: Connection, name: str, *, force: bool = False) -> None:
     conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
 
 
+def database_oid(conn: Connection, name: str) -> int | None:
+    row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+    return int(row[0]) if row else None
+
+
+def database_name(conn: Connection, oid: int) -> str | None:
+    """The name the server stores for database `oid` (None: it is gone)."""
+    row = conn.execute("SELECT datname FROM pg_database WHERE oid = %s", (oid,)).fetchone()
+    return str(row[0]) if row else None
+
+
+def drop_database_oid(conn: Connection, oid: int) -> str | None:
+    """Drop database `oid` (its sessions ended), whatever it is called now: the name dropped,
+    None if it was already gone."""
+    name = database_name(conn, oid)
+    if name is not None:
+        drop_database(conn, name, force=True)
+    return name
+
+
 def rename_database(conn: Connection, name: str, new_name: str) -> None:
     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
         sql.Identifier(name), sql.Identifier(new_name)))

@@ -16,12 +16,15 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from restore_tool.restore.swap import stamped
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_ROOT = "/usr/lib/postgresql"
@@ -179,15 +182,22 @@ class NewDatabases:
 
     def drop_all(self) -> None:
         with psycopg.connect(self.server.conninfo, autocommit=True) as conn:
+            every = [row[0] for row in conn.execute("SELECT datname FROM pg_database")]
             for name in self.names:
-                copies = conn.execute(
-                    "SELECT datname FROM pg_database WHERE datname = %s"
-                    " OR starts_with(datname, %s) OR starts_with(datname, %s)",
-                    (name, f"{name[:40]}_restoring_", f"{name[:45]}_old_")).fetchall()
-                for (found,) in copies:
-                    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(found)))
+                copy = re.compile("|".join(
+                    re.escape(_head(name, kind)) + f"_{kind}_\\d{{8}}_\\d{{6}}_[0-9a-f]{{6}}$"
+                    for kind in ("restoring", "old")))
+                for found in every:
+                    if found == name or copy.match(found):
+                        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(found)))
         self.names.clear()
+
+
+def _head(name: str, kind: str) -> str:
+    """What of `name` the tool's scratch and old names keep."""
+    made = stamped(name, kind, datetime(2000, 1, 1), "000000")
+    return made[:made.rindex(f"_{kind}_")]
 
 
 @contextmanager

@@ -4,11 +4,9 @@ database and leaves the target as it was. `inspect(path)` is `restore-tool inspe
 
 from __future__ import annotations
 
-import signal
 import tempfile
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import ExitStack, closing, contextmanager
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack, closing
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -21,9 +19,9 @@ from ..config import Settings
 from ..conninfo import dbname, mask, password_of, url
 from ..errors import BadInput, Interrupted, RestoreToolError
 from ..pipeline import Outcome, Progress, Report, Status, Step, StepName, StepResult, run_steps
-from . import archive, hooks, load, needs, swap
+from . import archive, hooks, leftovers, load, needs, swap
 from .archive import Dump
-from .preflight import preflight
+from .preflight import preflight as preflight
 from .state import Options as Options
 from .state import Run, maintenance
 
@@ -65,19 +63,19 @@ def run(settings: Settings, path: Path, options: Options = Options(), *,
         try:
             results = run_steps(steps, secret=password_of(state.info))
         except KeyboardInterrupt as interrupt:
-            with _signals_held():
+            with swap.signals_held():
                 left = _discard(state)
             raise Interrupted(f"Interrupted ({interrupt.args[0] if interrupt.args else 'SIGINT'})"
                               f" during {state.current}: {left}") from None
         finally:
             outcome: str | None = None
             if not results or any(r.status is Status.FAILED for r in results):
-                with _signals_held():
+                with swap.signals_held():
                     outcome = _discard(state)
     failed = [r for r in results if r.status is Status.FAILED]
     return Report("restore", mask(state.info), settings.origin, results,
                   facts=tuple(state.facts),
-                  next_steps=_next_steps(state, failed[0].name, outcome) if failed else ())
+                  next_steps=_next_steps(failed[0].name, outcome) if failed else ())
 
 
 SCRATCH_DATABASE = "restore_check"
@@ -97,34 +95,18 @@ def run_scratch(path: Path, options: Options = Options(), *,
                    smoke_plan=smoke_plan, facts=facts, progress=progress)
 
 
-@contextmanager
-def _signals_held() -> Iterator[None]:
-    """Cleanup and the swap's two renames run to the end: SIGINT and SIGTERM wait (and are
-    delivered right after)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _load(state: Run) -> Outcome:
     assert state.dump is not None and state.readable is not None
     dump, options, loader = state.dump, state.options, state.tools["loader"]
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    started, token = datetime.now(), swap.token(state.target)
     if options.replace and state.target_existed:
-        state.into = f"{state.target[:40]}_restoring_{stamp}"
-        state.old = f"{state.target[:45]}_old_{stamp}"
+        state.into = swap.stamped(state.target, "restoring", started, token)
+        state.old = swap.stamped(state.target, "old", started, token)
     else:
         state.into = state.target
-    with maintenance(state) as conn:
-        if state.into != state.target or not state.target_existed:
-            state.created = True  # first: an interrupt may land just after it exists
-            _create(conn, state)
+    if state.into != state.target or not state.target_existed:
+        with maintenance(state) as conn:
+            _create(conn, state, started)
     loaded = load.load(state.into_info, state.server, dump, state.readable, loader,
                        jobs=state.jobs, leave=load.Leave(
                            options.no_owner, options.no_privileges, options.no_tablespaces,
@@ -169,22 +151,26 @@ def _subscribe(state: Run) -> str:
             f"{', '.join(names)}")
 
 
-def _create(conn: db.Connection, state: Run) -> None:
+def _create(conn: db.Connection, state: Run, started: datetime) -> None:
     """Create the database to load, with the dump's encoding and locale unless
-    --server-locale; one sentence when this server cannot make them."""
+    --server-locale (one sentence when this server cannot make them); record its OID, the
+    only way cleanup will ever know it, and mark it as this run's, all with signals held."""
     options = "" if state.options.server_locale else state.properties.create_options
-    try:
-        db.create_database(conn, state.into, options)
-    except psycopg.errors.DuplicateDatabase:
-        raise
-    except (psycopg.errors.InvalidParameterValue, psycopg.errors.FeatureNotSupported,
-            psycopg.errors.WrongObjectType, psycopg.errors.InvalidName,
-            psycopg.errors.UndefinedObject, psycopg.errors.SyntaxError) as error:
-        # SyntaxError: an option older servers lack (BUILTIN_LOCALE before 17)
-        state.created = False
-        raise BadInput(f"This server cannot create a database as the dump's ({options}): "
-                       f"{error.diag.message_primary}.", "Use --server-locale to create it "
-                       "with the server's default encoding and locale instead.") from None
+    with swap.signals_held():
+        try:
+            db.create_database(conn, state.into, options)
+        except psycopg.errors.DuplicateDatabase:
+            raise BadInput(f'Database "{state.into}" was created by someone else while this run '
+                           "prepared; nothing was changed.", "Run again.") from None
+        except (psycopg.errors.InvalidParameterValue, psycopg.errors.FeatureNotSupported,
+                psycopg.errors.WrongObjectType, psycopg.errors.InvalidName,
+                psycopg.errors.UndefinedObject, psycopg.errors.SyntaxError) as error:
+            # SyntaxError: an option older servers lack (BUILTIN_LOCALE before 17)
+            raise BadInput(f"This server cannot create a database as the dump's ({options}): "
+                           f"{error.diag.message_primary}.", "Use --server-locale to create "
+                           "it with the server's default encoding and locale instead.") from None
+        state.created_oid = db.database_oid(conn, state.into)
+        leftovers.set_mark(conn, state.into, state.target, started)
 
 
 def _unpopulated_matviews(state: Run) -> list[str]:
@@ -203,15 +189,23 @@ def _unpopulated_matviews(state: Run) -> list[str]:
 
 def _database_settings(state: Run) -> Outcome:
     """After every other step (a database that sets default_transaction_read_only or its own
-    search_path would get in their way): the dump's comment and database settings."""
+    search_path would get in their way): the dump's settings, and its comment where the
+    database is the target already (a scratch one gets it in the swap: till then the comment
+    marks it as this run's)."""
     properties = state.properties
-    if properties.comment is None and not properties.settings:
-        return Outcome(Status.SKIPPED, "the dump carries no database comment or settings"
-                       if state.dump and state.dump.format != "plain"
-                       else "plain SQL carries no database properties")
+    swapping = state.into != state.target
     with maintenance(state) as conn:
-        applied, skipped = load.apply_database_properties(conn, state.into, state.server,
-                                                          properties)
+        if state.created_oid is not None and not swapping and properties.comment is None:
+            leftovers.clear_mark(conn, state.into)
+        if properties.comment is None and not properties.settings:
+            return Outcome(Status.SKIPPED, "the dump carries no database comment or settings"
+                           if state.dump and state.dump.format != "plain"
+                           else "plain SQL carries no database properties")
+        applied, skipped = load.apply_database_properties(
+            conn, state.into, state.server,
+            replace(properties, comment=None) if swapping else properties)
+    if swapping and properties.comment is not None:
+        applied.insert(0, "comment (in the swap)")
     summary = f"applied {', '.join(applied) or 'nothing'}"
     if skipped:
         return Outcome(Status.WARNING, f"{summary}; skipped {', '.join(skipped)} (unknown to "
@@ -263,21 +257,27 @@ def _verify(state: Run) -> Outcome:
 def _swap(state: Run) -> Outcome:
     if state.old is None:
         return Outcome(Status.SKIPPED, f"{state.target} did not exist: restored in place")
+    options = state.options
+
+    def handed_over() -> None:
+        state.created_oid = None  # the target now: never dropped by this run
+        state.swapped = True
+
     with maintenance(state) as conn:
-        ended = swap.clear_sessions(conn, state.target, wait=state.options.wait_connections)
-        with _signals_held():
-            try:
-                swap.swap(conn, state.target, state.into, state.old,
-                          drop_old=state.options.drop_old)
-            except BaseException:
-                swap.allow_connections(conn, state.target, True)
-                raise
-            state.created = False  # handed over: the target now
+        swap.check_prepared(conn, state.target)
+        if options.wait_connections is not None:
+            swap.wait_for_sessions(conn, state.target, options.wait_connections)
+        state.old, ended = swap.swap(
+            conn, state.target, state.into, state.old, comment=state.properties.comment,
+            end_sessions=options.wait_connections is None, patience=options.lock_wait,
+            handed_over=handed_over)
+        kept = swap.drop_old(conn, state.old) if options.drop_old else "kept"
     summary = f"{state.into} is now {state.target}; " + (
-        "the old one was dropped" if state.options.drop_old
-        else f"the old one is kept as {state.old}")
+        "the old one was dropped" if kept is None else f"the old one is kept as {state.old}")
     if ended:
         summary += f"; ended {len(ended)} session(s): {'; '.join(map(str, ended))}"
+    if kept not in (None, "kept"):
+        return Outcome(Status.WARNING, f"{summary}: --drop-old could not drop it ({kept})")
     return Outcome(Status.PASSED, summary)
 
 
@@ -293,42 +293,42 @@ def _discard(state: Run) -> str:
 
 def _drop_created(state: Run) -> str:
     target = f'"{state.target or dbname(state.info)}"'
-    if state.created and state.into:
+    if state.created_oid is not None:
         try:
             with maintenance(state) as conn:
-                db.drop_database(conn, state.into, force=True)
+                dropped = db.drop_database_oid(conn, state.created_oid)
         except (RestoreToolError, psycopg.Error):  # the server went away mid-run
             state.facts.append(("Left behind", f'"{state.into}": drop it once the server '
                                 "is back"))
             return (f'"{state.into}" could not be dropped (the server is unreachable): drop '
                     f"it once the server is back; {target} was not changed.")
-        state.created = False
+        state.created_oid = None
+        if dropped is None:
+            return f'"{state.into}" was already gone; {target} was not changed.'
         if state.into != state.target:
-            return f'the scratch database "{state.into}" was dropped; {target} was not changed.'
+            return f'the scratch database "{dropped}" was dropped; {target} was not changed.'
         return f"{target}, which this run created, was dropped again."
+    if state.swapped:
+        return (f"the swap had completed: {target} is the restored database, the old one is "
+                f'"{state.old}".')
     if state.into and state.into == state.target and state.target_existed:
         return f"{target} was empty and may now hold part of the dump."
-    if state.current is StepName.SWAP and state.old is not None:
-        return f"the swap had completed: {target} is the restored database."
-    return f"nothing was changed in {target}."
+    if state.target_existed is False:
+        return f"nothing was left behind: {target} does not exist."
+    return f"{target} was not changed."
 
 
-def _next_steps(state: Run, failed: StepName, left: str | None) -> tuple[str, ...]:
-    if left is not None and "could not be dropped" in left:
-        kept = left[0].upper() + left[1:]
-    elif not state.into or state.into != state.target or not state.target_existed:
-        kept = (f'Database "{state.target}" was not changed.' if state.target_existed
-                else f'Nothing was left behind: "{state.target}" does not exist.')
-    else:  # loaded straight into an existing empty database
-        kept = (f'Database "{state.target}" was empty and may now hold part of the dump: '
-                "run again with --replace, or drop and recreate it.")
+def _next_steps(failed: StepName, left: str | None) -> tuple[str, ...]:
+    """What cleaning up found and did (`left`, checked by it), then what to do."""
+    kept = left[0].upper() + left[1:] if left else "Nothing was cleaned up."
+    if left and "may now hold part of the dump" in left:
+        kept += " Run again with --replace, or drop and recreate it."
     return (kept, _HINTS[failed])
 
 
 _HINTS = {
     StepName.PREFLIGHT: "Fix what preflight names, then run the same command again.",
-    StepName.LOAD: "Read the errors above (TOC entry and message); --no-owner helps when roles "
-                   "are missing.",
+    StepName.LOAD: "Read the errors above (TOC entry and message).",
     StepName.POST_RESTORE: "Fix the migration or SQL hook, then run the restore again.",
     StepName.REPAIR_SEQUENCES: "Run `restore-tool fix-sequences --dry-run` on a copy to see why.",
     StepName.ANALYZE: "Read vacuumdb's message above, or run with --no-analyze.",

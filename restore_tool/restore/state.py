@@ -37,6 +37,7 @@ class Options:
     post_sql: tuple[Path, ...] = ()
     analyze: bool = True
     wait_connections: float | None = None  # seconds for sessions to leave; None: end them
+    lock_wait: float = 30.0  # seconds the swap waits for locks on the target
     pg_bin: tuple[Path, ...] = ()
 
 
@@ -53,7 +54,7 @@ class Run:
     stack: ExitStack
     info: str = ""  # the target's conninfo
     target: str = ""  # its database name
-    target_existed: bool = False
+    target_existed: bool | None = None  # None: not known yet (preflight had not asked)
     server: load.Server = field(default_factory=lambda: load.Server(0, frozenset()))
     dump: Dump | None = None
     readable: Path | None = None
@@ -61,7 +62,8 @@ class Run:
     needs: Needs = field(default_factory=Needs)
     superuser_only: tuple[Entry, ...] = ()  # left out: the role is not superuser
     into: str = ""  # the database being loaded: the target itself, or a scratch one
-    created: bool = False  # we created `into`: drop it if anything fails
+    created_oid: int | None = None  # we created `into` (this OID): drop it if anything fails
+    swapped: bool = False  # the swap committed: `into` is the target
     old: str | None = None  # the target's new name after a swap
     current: StepName = StepName.PREFLIGHT  # the step running
     discarded: str | None = None  # what cleaning up after a failure left, once done

@@ -176,7 +176,7 @@ def test_a_failing_statement_leaves_the_old_database_and_no_scratch(
     assert "parent" in load_step.summary
     assert row_counts(target) == {"precious": 1}
     assert databases(main_server, f"{name}_%") == []
-    assert f'Database "{name}" was not changed.' in report.render(result)
+    assert f'"{name}" was not changed.' in report.render(result)
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.95])

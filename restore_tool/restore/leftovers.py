@@ -1,0 +1,112 @@
+"""What this tool leaves on a server when a run dies, and how it knows its own: every database
+a run creates carries a comment marking it (`restore-tool run {…}`: the target, the run's pid
+and host, its start), replaced by the dump's comment in the step that makes it the target.
+A marked database whose run is gone is a leftover; `<target>_old_<stamp>` databases are the
+copies --replace keeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import sql
+
+from ..db import LOCK_CLASS, Connection
+
+MARK = "restore-tool run "
+_OLD = re.compile(r"_old_(\d{8}_\d{6})(?:_[0-9a-f]{6})?$")
+
+
+def mark(target: str, started: datetime) -> str:
+    """The marker comment, ASCII whatever the names (json escapes them)."""
+    return MARK + json.dumps({"target": target, "pid": os.getpid(), "host": socket.gethostname(),
+                              "started": started.isoformat(timespec="seconds")})
+
+
+def set_mark(conn: Connection, database: str, target: str, started: datetime) -> None:
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+        sql.Identifier(database), sql.Literal(mark(target, started))))
+
+
+def clear_mark(conn: Connection, database: str) -> None:
+    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(sql.Identifier(database)))
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A database a run created and did not finish with."""
+
+    name: str
+    oid: int
+    target: str
+    pid: int
+    host: str
+    started: str
+
+    def __str__(self) -> str:
+        return (f'"{self.name}" (left by a run for "{self.target}", pid {self.pid} on '
+                f"{self.host}, started {self.started})")
+
+
+_MARKED = """
+SELECT d.datname, d.oid, s.description
+FROM pg_database d JOIN pg_shdescription s
+  ON s.objoid = d.oid AND s.classoid = 'pg_database'::regclass
+WHERE s.description LIKE 'restore-tool run %'
+ORDER BY d.datname
+"""
+_LOCKED = """
+SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s
+  AND objid = hashtext(%s)::oid AND objsubid = 2
+"""
+
+
+def dead(conn: Connection, running_for: str | None = None) -> list[Leftover]:
+    """The marked databases whose run is gone: on this host its pid is not alive; elsewhere it
+    holds no lock on its target. `running_for`: the target this process holds the lock of
+    (no other run can be running for it)."""
+    found = []
+    for name, oid, description in conn.execute(_MARKED):
+        try:
+            fields = json.loads(description[len(MARK):])
+            left = Leftover(name, int(oid), str(fields["target"]), int(fields["pid"]),
+                            str(fields["host"]), str(fields["started"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if left.host == socket.gethostname() and left.pid == os.getpid():
+            continue  # this run's own
+        if left.host == socket.gethostname():
+            alive = _alive(left.pid)
+        else:
+            alive = left.target != running_for and conn.execute(
+                _LOCKED, (LOCK_CLASS, left.target)).fetchone() is not None
+        if not alive:
+            found.append(left)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def old_copies(conn: Connection, target: str) -> list[tuple[str, datetime]]:
+    """The copies --replace kept of `target`, newest first, with when each was replaced."""
+    rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_old\\_%' "
+                        "ORDER BY datname").fetchall()
+    copies = []
+    for (name,) in rows:
+        match = _OLD.search(name)
+        head = name[:match.start()] if match else None
+        if match and head and target.startswith(head):
+            copies.append((name, datetime.strptime(match.group(1), "%Y%m%d_%H%M%S")))
+    return sorted(copies, key=lambda c: c[1], reverse=True)

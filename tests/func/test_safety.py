@@ -1,0 +1,165 @@
+"""Never drop, misname or misreport a database: the cases that lost a database that held data
+(a 63-byte name, a database created by someone else meanwhile, a swap blocked by a lock and
+then killed), each on a real server."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from restore_tool import commands, report
+from restore_tool import restore as restoring
+from restore_tool.pipeline import Outcome, Report, StepName, StepResult
+from restore_tool.restore import swap
+from restore_tool.restore.state import Run
+from tests.func.test_faults import SAMPLE, _cli, _finish, _until
+from tests.helpers import databases, dbname, execute, row_counts, scalar, settings
+from tests.servers import NewDatabases, Server
+
+PRECIOUS = "CREATE TABLE precious (id int); INSERT INTO precious SELECT generate_series(1, 500)"
+
+
+def _step(result: Report, name: StepName) -> StepResult:
+    return next(r for r in result.steps if r.name is name)
+
+
+def _names(server: Server) -> list[str]:
+    return databases(server, "%")
+
+
+def test_a_63_byte_name_is_replaced_and_its_copies_fit_and_are_named_as_stored(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
+    """21 characters of three bytes: a scratch name cut by characters came out as the
+    target's own name, and the cleanup dropped the target."""
+    target = new_database("顧客管理システム本番データベース東京")  # 18 characters + _<8 hex>
+    assert len(dbname(target).encode()) == 63
+    execute(target, PRECIOUS)
+    result = commands.restore(settings(target, tmp_path), SAMPLE,
+                              commands.Options(replace=True))
+    assert result.exit_code == 0, report.render(result)
+    assert row_counts(target)["user"] == 16
+    summary = _step(result, StepName.SWAP).summary
+    old = summary.split("the old one is kept as ")[1].split(";")[0]
+    assert old in _names(main_server) and len(old.encode()) <= 63
+    assert row_counts(main_server.database(old)) == {"precious": 500}
+
+
+def test_names_differ_for_runs_in_the_same_second_and_targets_sharing_a_prefix() -> None:
+    shared, moment = "a" * 60, datetime(2026, 12, 4, 11, 30, 5)
+    names = {swap.stamped(shared + tail, kind, moment, swap.token(shared + tail))
+             for tail in ("x", "y") for kind in ("old", "restoring") for _run in range(2)}
+    assert len(names) == 8 and all(len(n.encode()) <= 63 for n in names)
+    assert swap.stamped("é" * 40, "old", moment, "0a0b0c").startswith("é" * 18 + "_old_")
+
+
+def test_a_database_someone_creates_meanwhile_is_never_dropped(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between preflight (the target does not exist) and the load's CREATE DATABASE, another
+    client creates it and writes to it: the run fails and leaves it alone."""
+    target = new_database("rt_race", create=False)
+    name = dbname(target)
+    real = restoring.preflight
+
+    def preflight_then_someone_creates_it(state: Run) -> Outcome:
+        outcome = real(state)
+        execute(main_server.conninfo, f'CREATE DATABASE "{name}"')
+        execute(target, PRECIOUS)
+        return outcome
+
+    monkeypatch.setattr(restoring, "preflight", preflight_then_someone_creates_it)
+    result = commands.restore(settings(target, tmp_path), SAMPLE)
+    rendered = report.render(result)
+    assert result.exit_code != 0, rendered
+    assert "was created by someone else while this run prepared" in rendered
+    assert "dropped" not in rendered
+    assert row_counts(target) == {"precious": 500}
+
+
+def _hold_database_lock(server: Server, target: str) -> psycopg.Connection:
+    """A session elsewhere (not on the target: ending its sessions does not end it) in an open
+    transaction that commented on the database: it holds a lock on the database object until
+    it ends, which blocks ALTER DATABASE … RENAME."""
+    holder = psycopg.connect(server.conninfo, application_name="rt-lock-holder")
+    holder.execute(f'COMMENT ON DATABASE "{dbname(target)}" IS \'being edited\'')
+    return holder
+
+
+def test_a_lock_on_the_target_stops_the_swap_naming_its_holder(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
+    target = new_database("rt_locked")
+    execute(target, PRECIOUS)
+    holder = _hold_database_lock(main_server, target)
+    try:
+        result = commands.restore(settings(target, tmp_path), SAMPLE,
+                                  commands.Options(replace=True, lock_wait=2))
+    finally:
+        holder.close()
+    rendered = report.render(result)
+    assert result.exit_code == 1, rendered
+    summary = _step(result, StepName.SWAP).summary
+    assert f'The swap waited 2 s for a lock on database "{dbname(target)}" held by ' \
+           "rt-lock-holder (role postgres, pid " in summary, summary
+    assert "nothing was swapped" in summary
+    assert row_counts(target) == {"precious": 500}
+    assert scalar(main_server.conninfo, "SELECT datallowconn FROM pg_database WHERE datname = "
+                  "%s", (dbname(target),)) is True
+    assert databases(main_server, f"{dbname(target)}_%") == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_signal_during_a_blocked_swap_leaves_the_target_as_it_was(
+        main_server: Server, new_database: NewDatabases, signum: int) -> None:
+    """The rename waits on a lock; a signal then (SIGKILL included: its backend gives up at
+    lock_timeout and rolls back) leaves the target with its data, taking connections."""
+    target = new_database("rt_swap_signal")
+    execute(target, PRECIOUS)
+    holder = _hold_database_lock(main_server, target)
+    try:
+        process = _cli("restore", str(SAMPLE), "--database-url", target, "--replace",
+                       "--lock-wait", "60")
+        _until(lambda: scalar(main_server.conninfo, "SELECT count(*) FROM pg_stat_activity "
+                              "WHERE wait_event_type = 'Lock' AND query LIKE 'ALTER DATABASE%%'")
+               == 1, timeout=90)
+        sent = time.monotonic()
+        process.send_signal(signum)
+        code, out, err = _finish(process, timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        holder.close()
+    assert code == (-9 if signum == signal.SIGKILL else 130), out + err
+    assert took < 10
+    _until(lambda: databases(main_server, f"{dbname(target)}_restoring_%") == []
+           or signum == signal.SIGKILL, timeout=10)
+    _until(lambda: scalar(main_server.conninfo, "SELECT count(*) FROM pg_stat_activity WHERE "
+                          "query LIKE 'ALTER DATABASE%%' AND pid <> pg_backend_pid()") == 0,
+           timeout=10)
+    assert row_counts(target) == {"precious": 500}
+    assert databases(main_server, f"{dbname(target)}_old_%") == []
+    if signum != signal.SIGKILL:
+        assert "was dropped" in err and "was not changed" in err, err
+
+
+def test_drop_old_that_cannot_drop_says_the_swap_is_done_and_names_the_old_one(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
+    """The old database holds a subscription, so it cannot be dropped: the swap stands."""
+    target = new_database("rt_drop_old")
+    execute(target, PRECIOUS + "; CREATE SUBSCRIPTION rt_sub CONNECTION 'host=/nonexistent' "
+            "PUBLICATION p WITH (connect = false, slot_name = NONE)")
+    try:
+        result = commands.restore(settings(target, tmp_path), SAMPLE,
+                                  commands.Options(replace=True, drop_old=True))
+        assert result.exit_code == 0, report.render(result)
+        summary = _step(result, StepName.SWAP).summary
+        old = summary.split("the old one is kept as ")[1].split(":")[0]
+        assert "--drop-old could not drop it" in summary, summary
+        assert row_counts(main_server.database(old)) == {"precious": 500}  # connectable
+        assert row_counts(target)["user"] == 16
+    finally:
+        for name in databases(main_server, f"{dbname(target)}_old_%"):
+            execute(main_server.database(name), "DROP SUBSCRIPTION rt_sub")
