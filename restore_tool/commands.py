@@ -170,7 +170,8 @@ def _project(given: Project | None) -> Project:
 
 def check_protected(settings: Settings, found: Project, confirm: str | None) -> None:
     """A target matching a protected pattern is only changed with `confirm` naming it."""
-    info = settings.conninfo or make_conninfo(dbname=EMBEDDED_DATABASE)
+    info = db.named(settings.conninfo) if settings.conninfo else \
+        make_conninfo(dbname=EMBEDDED_DATABASE)
     pattern = protected_by(info, found)
     if pattern is None:
         return

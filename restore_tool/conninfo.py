@@ -4,6 +4,7 @@ and the environment child tools get. libpq's own option table names the variable
 
 from __future__ import annotations
 
+import configparser
 import functools
 import getpass
 import os
@@ -88,10 +89,43 @@ def password_of(info: str) -> str | None:
 
 
 def dbname(info: str) -> str:
-    """The database a conninfo names (libpq's default: the user name)."""
+    """The database libpq connects to for this conninfo (see `resolved`)."""
+    return resolved(info)["dbname"]
+
+
+def resolved(info: str) -> dict[str, str]:
+    """The parameters libpq connects with, by its rules: the conninfo's own, then those of
+    its service (`service=` or PGSERVICE, from PGSERVICEFILE or ~/.pg_service.conf, then
+    PGSYSCONFDIR/pg_service.conf), then the PG* variables; the user defaults to the OS user
+    and the database to the user."""
     params = _params(info)
-    name = params.get("dbname") or params.get("user") or os.environ.get("PGDATABASE")
-    return name or getpass.getuser()
+    service = params.get("service") or os.environ.get("PGSERVICE")
+    for key, value in (_service(service) if service else {}).items():
+        params.setdefault(key, value)
+    for variable, keyword in libpq_variables().items():
+        if os.environ.get(variable):
+            params.setdefault(keyword, os.environ[variable])
+    params.setdefault("user", getpass.getuser())
+    params.setdefault("dbname", params["user"])
+    return params
+
+
+def _service(name: str) -> dict[str, str]:
+    """The first service file's section `name` (libpq reads the user's file, then the
+    system's); empty when none has it or a file cannot be read."""
+    home = os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf")
+    files = [home] + ([os.path.join(os.environ["PGSYSCONFDIR"], "pg_service.conf")]
+                      if os.environ.get("PGSYSCONFDIR") else [])
+    for path in files:
+        parser = configparser.ConfigParser(interpolation=None, strict=False)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, OSError, UnicodeDecodeError):
+            continue
+        if parser.has_section(name):
+            return dict(parser.items(name))
+    return {}
 
 
 def with_dbname(info: str, name: str) -> str:

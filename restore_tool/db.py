@@ -20,7 +20,7 @@ from psycopg.rows import TupleRow
 
 from . import embedded
 from .config import EMBEDDED_DATABASE, Settings
-from .conninfo import dbname, maintenance, mask, password_of, scrub
+from .conninfo import dbname, maintenance, mask, password_of, scrub, with_dbname
 from .errors import Busy, ConnectionFailed
 
 Connection = psycopg.Connection[TupleRow]
@@ -32,7 +32,7 @@ def target_info(settings: Settings) -> str:
     """The target's conninfo; for the embedded default this starts its server and creates
     its database on first use."""
     if settings.conninfo is not None:
-        return settings.conninfo
+        return named(settings.conninfo)
     admin = embedded.ensure_running(settings.embedded_dir)
     with _connect(admin, autocommit=True) as conn:
         exists = conn.execute(
@@ -41,6 +41,19 @@ def target_info(settings: Settings) -> str:
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
     return make_conninfo(admin, dbname=EMBEDDED_DATABASE)
+
+
+def named(info: str) -> str:
+    """The conninfo with its database written out: the one the server says libpq connected
+    to (`current_database()`, service files and PGDATABASE included), or, when it cannot
+    connect (the database does not exist yet, or the server is down: said later), the one
+    libpq's rules name."""
+    try:
+        with _connect(info, autocommit=True) as conn:
+            row = conn.execute("SELECT current_database()").fetchone()
+    except ConnectionFailed:
+        return with_dbname(info, dbname(info))
+    return with_dbname(info, str(row[0]) if row else dbname(info))
 
 
 def connect(info: str, *, read_only: bool = False) -> Connection:

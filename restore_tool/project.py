@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from psycopg.conninfo import conninfo_to_dict
-
+from .conninfo import resolved
 from .errors import ConfigError
 
 FILE = "restore-tool.toml"
@@ -102,9 +101,8 @@ def protected_by(conninfo: str, project: Project, environ: Mapping[str, str] | N
     environ = os.environ if environ is None else environ
     patterns = [*project.protected,
                 *(p.strip() for p in environ.get("RESTORE_TOOL_PROTECTED", "").split(","))]
-    params = conninfo_to_dict(conninfo)
-    names = [str(params.get("dbname") or params.get("user") or ""),
-             *str(params.get("host") or "").split(","), str(params.get("hostaddr") or "")]
+    params = resolved(conninfo)  # libpq's own: service file, PGDATABASE, PGHOST
+    names = [params["dbname"], *params.get("host", "").split(","), params.get("hostaddr", "")]
     for pattern in filter(None, patterns):
         if any(name and fnmatch.fnmatch(name.lower(), pattern.lower()) for name in names):
             return pattern

@@ -16,7 +16,7 @@ from psycopg.conninfo import make_conninfo
 
 from .. import db, embedded, sequences, smoke
 from ..config import Settings
-from ..conninfo import dbname, mask, password_of, url
+from ..conninfo import dbname, mask, password_of
 from ..errors import BadInput, Interrupted, RestoreToolError
 from ..pipeline import Outcome, Progress, Report, Status, Step, StepName, StepResult, run_steps
 from . import archive, hooks, leftovers, load, needs, swap
@@ -219,7 +219,7 @@ def _post_restore(state: Run) -> Outcome:
         return Outcome(Status.SKIPPED, "no --migrate or --post-sql")
     done = []
     if options.migrate:
-        hooks.migrate(options.migrate, url(state.into_info, keep_password=True))
+        hooks.migrate(options.migrate, state.into_info)
         done.append(f"ran {options.migrate!r}")
     for script in options.post_sql:
         hooks.post_sql(state.tools["psql"], state.into_info, script)

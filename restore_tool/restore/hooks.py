@@ -8,14 +8,30 @@ import shlex
 from pathlib import Path
 
 from .. import pgtools
-from ..conninfo import child_env
+from ..conninfo import child_env, resolved, url
 from ..pgtools import Tool
 
 
-def migrate(command: str, url: str) -> str:
-    """Run the user's migration command with DATABASE_URL set to the restored database."""
-    env = dict(os.environ, DATABASE_URL=url)
-    return pgtools.run(shlex.split(command), env, user_locale=True)
+def migrate(command: str, conninfo: str) -> str:
+    """Run the user's migration command on the restored database: see `hook_env`."""
+    return pgtools.run(shlex.split(command), hook_env(conninfo), user_locale=True)
+
+
+def hook_env(conninfo: str) -> dict[str, str]:
+    """The environment with every common name pointing at `conninfo`'s database only:
+    DATABASE_URL, libpq's PGHOST, PGPORT, PGDATABASE, PGUSER, PGPASSWORD (PGSERVICE cleared:
+    its file could name another database) and the postgres image's POSTGRES_* names."""
+    params = resolved(conninfo)
+    env = {k: v for k, v in os.environ.items() if k not in ("PGSERVICE", "PGHOSTADDR")}
+    env["DATABASE_URL"] = url(conninfo, keep_password=True)
+    for suffix, keyword in (("HOST", "host"), ("PORT", "port"), ("DATABASE", "dbname"),
+                            ("USER", "user"), ("PASSWORD", "password")):
+        for name in (f"PG{suffix}", f"POSTGRES_{'DB' if suffix == 'DATABASE' else suffix}"):
+            if keyword in params:
+                env[name] = params[keyword]
+            else:
+                env.pop(name, None)
+    return env
 
 
 def post_sql(tool: Tool, conninfo: str, script: Path) -> None:

@@ -4,13 +4,16 @@ then killed), each on a real server."""
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from restore_tool import commands, report
 from restore_tool import restore as restoring
@@ -163,3 +166,67 @@ def test_drop_old_that_cannot_drop_says_the_swap_is_done_and_names_the_old_one(
     finally:
         for name in databases(main_server, f"{dbname(target)}_old_%"):
             execute(main_server.database(name), "DROP SUBSCRIPTION rt_sub")
+
+
+def _socket(server: Server) -> dict[str, str]:
+    params = conninfo_to_dict(server.conninfo)
+    return {key: str(params[key]) for key in ("host", "port") if params.get(key)}
+
+
+def test_protection_applies_to_the_database_pgdatabase_names(
+        main_server: Server, new_database: NewDatabases) -> None:
+    """The URL names a user and no database; libpq takes PGDATABASE, and so does the check."""
+    target = new_database("rt_shop_prod")
+    where = _socket(main_server)
+    url = f"postgresql:///?host={where['host']}&user=postgres" + (
+        f"&port={where['port']}" if "port" in where else "")
+    code, out, err = _finish(_cli("fix-sequences", "--database-url", url, env={
+        "PGDATABASE": dbname(target), "RESTORE_TOOL_PROTECTED": "*prod*"}))
+    assert code == 2, out + err
+    assert f'Database "{dbname(target)}" is protected (it matches "*prod*")' in err
+
+
+def test_a_service_file_target_is_the_one_replaced(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
+    target = new_database("rt_service")
+    execute(target, PRECIOUS)
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[rt]\n" + "".join(f"{k}={v}\n" for k, v in _socket(main_server).items())
+                        + f"dbname={dbname(target)}\nuser=postgres\n")
+    before = set(_names(main_server))
+    code, out, err = _finish(_cli("restore", str(SAMPLE), "--replace", "--drop-old",
+                                  env={"DATABASE_URL": "postgresql:///?service=rt",
+                                       "PGSERVICEFILE": str(services)}))
+    assert code == 0, out + err
+    assert f"/{dbname(target)}?service=rt" in out
+    assert row_counts(target)["user"] == 16
+    assert set(_names(main_server)) == before  # nothing created under another name
+
+
+def test_a_migration_sees_only_the_restored_database_under_every_name(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live database is named by PG* and POSTGRES_* variables too; the hook must not
+    reach it through any of them."""
+    target = new_database("rt_hook_env")
+    execute(target, PRECIOUS)
+    where = _socket(main_server)
+    for name, value in {"PGHOST": where["host"], "PGDATABASE": dbname(target),
+                        "PGUSER": "postgres", "POSTGRES_DB": dbname(target),
+                        "POSTGRES_HOST": where["host"], "PGSERVICE": "live"}.items():
+        monkeypatch.setenv(name, value)
+    services = tmp_path / "pg_service.conf"
+    services.write_text(f"[live]\ndbname={dbname(target)}\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    seen = tmp_path / "env.json"
+    hook = (f"{sys.executable} -c 'import json, os; "
+            f"json.dump(dict(os.environ), open(\"{seen}\", \"w\"))'")
+    result = commands.restore(settings(target, tmp_path), SAMPLE,
+                              commands.Options(replace=True, migrate=hook))
+    assert result.exit_code == 0, report.render(result)
+    env = json.loads(seen.read_text())
+    scratch = _step(result, StepName.LOAD).summary.split("into ")[1].split(" ")[0]
+    assert "_restoring_" in scratch
+    assert {env[n] for n in ("PGDATABASE", "POSTGRES_DB")} == {scratch}
+    assert conninfo_to_dict(env["DATABASE_URL"])["dbname"] == scratch
+    assert "PGSERVICE" not in env

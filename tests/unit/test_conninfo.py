@@ -9,7 +9,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from restore_tool.config import resolve
-from restore_tool.conninfo import libpq_variables, mask, url
+from restore_tool.conninfo import dbname, libpq_variables, mask, resolved, url
 
 CASES = [
     "postgresql://u:p%40ss@db.example:6432/app?sslmode=require",
@@ -41,3 +41,25 @@ def test_every_libpq_variable_is_known_from_libpq(tmp_path: Path) -> None:
     settings = resolve(environ={}, cwd=tmp_path)
     assert conninfo_to_dict(str(settings.conninfo)) == {
         "host": "db", "sslrootcert": "/etc/ca.pem", "application_name": "deploy"}
+
+
+def test_the_database_is_the_one_libpq_would_connect_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq's order: the conninfo, its service, PG* variables, then the user's name; the URL's
+    user is not the database when PGDATABASE is set."""
+    for variable in ("PGDATABASE", "PGUSER", "PGSERVICE", "PGHOST", "PGSYSCONFDIR"):
+        monkeypatch.delenv(variable, raising=False)
+    services = tmp_path / "pg_service.conf"
+    services.write_text("[prod]\nhost=db.internal\ndbname=shop_prod\nuser=deploy\n"
+                        "[bare]\nhost=other\n")
+    monkeypatch.setenv("PGSERVICEFILE", str(services))
+    assert dbname("postgresql://app@db/") == "app"
+    monkeypatch.setenv("PGDATABASE", "shop_prod")
+    assert dbname("postgresql://app@db/") == "shop_prod"
+    assert dbname("postgresql://app@db/mine") == "mine"
+    monkeypatch.delenv("PGDATABASE")
+    assert dbname("postgresql:///?service=prod") == "shop_prod"
+    assert resolved("postgresql:///?service=prod")["host"] == "db.internal"
+    assert dbname("service=bare user=u") == "u"
+    monkeypatch.setenv("PGSERVICE", "prod")
+    assert dbname("host=h") == "shop_prod"
