@@ -122,13 +122,16 @@ def fix_sequences(
 def verify(
     schema: Schemas = None, jobs: Jobs = None, config_file: ConfigFile = None,
     no_smoke: NoSmoke = False, no_auto_smoke: NoAutoSmoke = False,
+    near_limit: Annotated[float, typer.Option(
+        "--near-limit", metavar="PERCENT", min=0, max=100, help="Warn about sequences with "
+        "less than this share of their range left.")] = 10.0,
     database_url: DatabaseUrl = None, env_file: EnvFile = None,
     use_embedded: Embedded = False, as_json: Json = False) -> int:
     """Health check for deploys: exit 0 when no sequence lags its data and a rolled-back
     insert into every table works, 1 when not. Changes no data."""
     return _emit(commands.verify(
         _settings(database_url, env_file, use_embedded), schemas=schema or (), jobs=jobs,
-        smoke_test=not no_smoke, auto_smoke=not no_auto_smoke,
+        smoke_test=not no_smoke, auto_smoke=not no_auto_smoke, near_limit=near_limit / 100,
         project=project.load(config_file)), as_json)
 
 
@@ -210,6 +213,27 @@ def restore_dump(
                        f"{error.strerror or error}.", err=True)
             return code or int(ExitCode.USAGE)
     return code
+
+
+@app.command()
+def cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List, drop nothing.")] = False,
+    keep: Annotated[int | None, typer.Option(
+        "--keep", metavar="N", min=0, help="Drop the target's old copies (<db>_old_<stamp>) "
+        "but the newest N.")] = None,
+    older_than: Annotated[float | None, typer.Option(
+        "--older-than", metavar="DAYS", min=0, help="Drop the target's old copies replaced "
+        "more than DAYS days ago.")] = None,
+    confirm: Confirm = None, config_file: ConfigFile = None,
+    database_url: DatabaseUrl = None, env_file: EnvFile = None,
+    use_embedded: Embedded = False) -> int:
+    """Drop what killed runs left on the server (scratch databases they marked as theirs)
+    and, with --keep or --older-than, the target's old copies."""
+    for line in commands.cleanup(_settings(database_url, env_file, use_embedded),
+                                 dry_run=dry_run, keep=keep, older_than=older_than,
+                                 confirm=confirm, project=project.load(config_file)):
+        typer.echo(line)
+    return 0
 
 
 @app.command()

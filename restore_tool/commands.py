@@ -15,12 +15,13 @@ from psycopg.conninfo import make_conninfo
 from . import db, pgtools, sequences, smoke
 from . import restore as restoring
 from .config import EMBEDDED_DATABASE, Settings
-from .conninfo import child_env, dbname, mask, password_of
+from .conninfo import child_env, dbname, maintenance, mask, password_of
 from .db import Connection
 from .errors import ConfigError
 from .pipeline import Outcome, Progress, Report, Status, Step, StepName, run_steps
 from .project import Project, protected_by
 from .project import load as load_project
+from .restore import leftovers
 from .restore.archive import Dump
 
 __all__ = ["Dump", "Options", "Project", "Report", "fix_sequences", "inspect", "psql",
@@ -64,24 +65,35 @@ def verify(
     jobs: int | None = None,
     smoke_test: bool = True,
     auto_smoke: bool = True,
+    near_limit: float = sequences.NEAR_LIMIT,
     project: Project | None = None,
 ) -> Report:
-    """Health check: no sequence lags its data, and an insert into every table works (rolled
-    back; `smoke_test=False` skips that, `auto_smoke=False` keeps only the configured rows).
-    Changes no data. `restore-tool verify`."""
+    """Health check: no sequence lags its data (a warning for those with less than
+    `near_limit` of their range left), and an insert into every table works (rolled back;
+    `smoke_test=False` skips that, `auto_smoke=False` keeps only the configured rows); a
+    table whose sequence is that close is spared the insert, which would take one of its
+    last values. Changes no data. `restore-tool verify`."""
     found = _project(project)
     plan = smoke_plan(found, smoke_test, auto_smoke)
     if plan is not None and schemas and not plan.schemas:
         plan = replace(plan, schemas=tuple(schemas))
 
+    spare: list[tuple[int, str]] = []
+
     def check_step(target: _Target) -> Outcome:
-        return sequences.check_outcome(sequences.survey(
-            target.conn, schemas, jobs=jobs or db.default_jobs(), connect=target.connect))
+        planned = sequences.survey(target.conn, schemas, jobs=jobs or db.default_jobs(),
+                                   connect=target.connect)
+        spare.extend((column.table_oid, f"its sequence is close to its limit ({close})")
+                     for item in planned
+                     if (close := sequences.near_limit(item.seq, item.fix, near_limit))
+                     for column in item.seq.columns)
+        return sequences.check_outcome(planned, near_limit)
 
     def smoke_step(target: _Target) -> Outcome:
         if plan is None:
             return Outcome(Status.SKIPPED, "--no-smoke")
-        return smoke.step(target.conn, target.connect, plan, jobs or db.default_jobs())
+        return smoke.step(target.conn, target.connect, replace(plan, spare=tuple(spare)),
+                          jobs or db.default_jobs())
 
     return _run("verify", settings, True, lambda target: [
         Step(StepName.CHECK_SEQUENCES, lambda: check_step(target)),
@@ -139,6 +151,20 @@ def restore_scratch(
 def inspect(dump: Path, pg_bin: Sequence[Path] = ()) -> Dump:
     """What a dump is and holds, and which client tool here reads it."""
     return restoring.inspect(dump, pg_bin)
+
+
+def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = None,
+            older_than: float | None = None, confirm: str | None = None,
+            project: Project | None = None) -> list[str]:
+    """`restore-tool cleanup`: drop what dead runs left on the target's server (the
+    databases they marked as theirs), and the target's old copies beyond the newest `keep`
+    or older than `older_than` days. One line per database."""
+    if not dry_run and (keep is not None or older_than is not None):
+        check_protected(settings, _project(project), confirm)
+    info = db.target_info(settings)
+    name = dbname(info)
+    with db.target_lock(info, "cleanup"), closing(db.connect(maintenance(info))) as conn:
+        return leftovers.cleanup(conn, name, dry_run=dry_run, keep=keep, older_than=older_than)
 
 
 def target_url(settings: Settings) -> str:
@@ -212,7 +238,7 @@ def _run(command: str, settings: Settings, read_only: bool,
          facts: Sequence[tuple[str, str]] = (), exclusive: bool = False) -> Report:
     info = db.target_info(settings)
     with ExitStack() as stack:
-        conn = stack.enter_context(closing(db.connect(info, read_only=read_only)))
+        conn = stack.enter_context(closing(db.connect(info, read_only=read_only, patience=2.0)))
         if exclusive:
             stack.enter_context(db.target_lock(info, command, fallback=conn))
         target = _Target(conn, lambda: db.connect(info, read_only=read_only))

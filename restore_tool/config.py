@@ -12,7 +12,7 @@ import psycopg
 from dotenv import dotenv_values
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .conninfo import libpq_variables, scrub
+from .conninfo import libpq_variables, may_hold_secret, misread, scrub
 from .errors import ConfigError
 
 EMBEDDED_DIRNAME = ".restore-tool"
@@ -106,14 +106,27 @@ def _present(params: Mapping[str, str | None]) -> dict[str, str]:
     return {key: value for key, value in params.items() if value is not None}
 
 
+# libpq quotes the token it cannot read, which may be the password: these say where, not what
+_UNENCODED = ("The database URL from {origin} has an unencoded @ or / in its user or "
+              "password, so its host and database cannot be told apart.")
+_UNREADABLE = ("The database URL from {origin} is not a valid PostgreSQL URL (its text is not "
+               "shown: it holds a password).")
+_ENCODE_HINT = ("Percent-encode the user and password (% as %25, @ as %40, / as %2F, space "
+                "as %20), or in key=value form quote the value: password='pa ss'.")
+
+
 def _from_url(url: str, origin: str) -> str:
     """Validate a URL or key=value DSN; accept SQLAlchemy's postgresql+driver:// spelling."""
     url = _DRIVER_SUFFIX.sub(r"\1://", url.strip())
     if not url:
         raise ConfigError(f"The database URL from {origin} is empty.")
+    if misread(url):
+        raise ConfigError(_UNENCODED.format(origin=origin), _ENCODE_HINT)
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError as error:
+        if may_hold_secret(url):
+            raise ConfigError(_UNREADABLE.format(origin=origin), _ENCODE_HINT) from None
         reason = scrub(str(error).splitlines()[0])
         raise ConfigError(
             f"The database URL from {origin} is not a valid PostgreSQL URL: {reason}.",

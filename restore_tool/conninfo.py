@@ -4,11 +4,14 @@ and the environment child tools get. libpq's own option table names the variable
 
 from __future__ import annotations
 
+import atexit
 import configparser
 import functools
 import getpass
 import os
 import re
+import shutil
+import tempfile
 from urllib.parse import quote
 
 from psycopg import pq
@@ -34,6 +37,8 @@ def url(info: str, *, keep_password: bool = False) -> str:
     params = _params(info)
     user = params.pop("user", None)
     password = params.pop("password", None)
+    if "sslpassword" in params and not keep_password:
+        params["sslpassword"] = "***"
     hosts = params.pop("host", "")
     ports = params.pop("port", "")
     dbname = params.pop("dbname", "")
@@ -47,7 +52,7 @@ def url(info: str, *, keep_password: bool = False) -> str:
         params = {"host": hosts, **({"port": ports} if ports else {}), **params}
     else:
         netloc += _netloc_hosts(hosts, ports)
-    query = "&".join(f"{key}={quote(value, safe='/')}" for key, value in params.items())
+    query = "&".join(f"{key}={quote(value, safe='/*')}" for key, value in params.items())
     return f"postgresql://{netloc}/{quote(dbname, safe='')}" + (f"?{query}" if query else "")
 
 
@@ -73,15 +78,44 @@ def mask(info: str) -> str:
 
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
-_KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)",
+                          re.IGNORECASE)
 
 
 def scrub(text: str, password: str | None = None) -> str:
-    """Remove anything that looks like a password from a message before it is shown."""
+    """Remove anything that looks like a password (a URL's, `password=`, `sslpassword=`)
+    from a message before it is shown."""
     if password:
         text = text.replace(password, "***")
     text = _URL_PASSWORD.sub(r"\1:***@", text)
     return _KV_PASSWORD.sub(r"\1***", text)
+
+
+_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
+
+
+def looks_like_url(text: str) -> bool:
+    """`postgresql://…`, `s3://…`: a URL, not a path (a Path keeps one slash of the two)."""
+    return bool(re.match(r"^[a-z][a-z0-9+.-]*:/", text, re.IGNORECASE))
+
+
+def misread(info: str) -> bool:
+    """Whether libpq would read this URL's user or password as something else: an
+    unencoded `@` or `/` in it moves the split between credentials and host, so part of the
+    password would become a host, port or database name (and be shown as one)."""
+    match = _URL.match(info)
+    if not match:
+        return False
+    head = info[match.end():].split("?", 1)[0]
+    at = head.rfind("@")
+    return at >= 0 and (head.count("@") > 1 or "/" in head[:at])
+
+
+def may_hold_secret(info: str) -> bool:
+    """Whether a conninfo that libpq cannot parse may hold a password, so that libpq's
+    words about it (which quote the offending token) must not be shown."""
+    return bool(_URL.match(info) and "@" in info) or bool(
+        re.search(r"password\s*=", info, re.IGNORECASE))
 
 
 def password_of(info: str) -> str | None:
@@ -146,4 +180,27 @@ def child_env(info: str) -> tuple[str, dict[str, str]]:
     env = dict(os.environ)
     if password is not None:
         env["PGPASSWORD"] = password
+    if "sslpassword" in params:
+        # no variable carries it: a service file of this run's does, merged with the user's
+        service = params.get("service") or os.environ.get("PGSERVICE")
+        values = {**(_service(service) if service else {}),
+                  "sslpassword": params.pop("sslpassword")}
+        params["service"] = _OWN_SERVICE
+        env["PGSERVICEFILE"] = _service_file(values)
     return make_conninfo(**params), env
+
+
+_OWN_SERVICE = "restore-tool"
+
+
+def _service_file(values: dict[str, str]) -> str:
+    """A service file only this user can read, in a directory removed when the process
+    ends (a SIGKILL leaves it: it holds what the user's own environment holds)."""
+    folder = tempfile.mkdtemp(prefix="restore-tool-service-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = os.path.join(folder, "pg_service.conf")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(f"[{_OWN_SERVICE}]\n")
+        handle.writelines(f"{key}={value}\n" for key, value in values.items()
+                          if key != "service")
+    return path

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager, nullcontext
@@ -56,10 +57,23 @@ def named(info: str) -> str:
     return with_dbname(info, str(row[0]) if row else dbname(info))
 
 
-def connect(info: str, *, read_only: bool = False) -> Connection:
-    """An autocommit connection; `read_only` makes the server refuse any write (verify)."""
+def connect(info: str, *, read_only: bool = False, patience: float = 0.0) -> Connection:
+    """An autocommit connection; `read_only` makes the server refuse any write (verify).
+    A server that says it is full is asked again for `patience` seconds: a session closed a
+    moment ago (the previous command's, under a role's CONNECTION LIMIT) is counted until
+    its backend has exited."""
     options = "-c default_transaction_read_only=on" if read_only else None
-    return _connect(info, autocommit=True, options=options)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return _connect(info, autocommit=True, options=options)
+        except ConnectionFailed as error:
+            if not any(full in str(error) for full in _FULL) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+_FULL = ("too many connections", "too many clients", "connection slots are reserved")
 
 
 def _connect(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import pgtools
+from ..conninfo import looks_like_url
 from ..errors import BadInput, CommandFailed, MissingBinary
 from ..pgtools import Tool
 
@@ -118,6 +119,10 @@ def wrapper_of(path: Path) -> str | None:
     the path is missing, empty, or a folder that is no directory-format dump. What is inside
     is read once unwrapped (`inspect`)."""
     if not path.exists():
+        if looks_like_url(str(path)):  # not echoed: a database URL holds its password
+            raise BadInput("The dump is given as a URL, not a file: restore-tool reads a dump "
+                           "file or directory (download it first); the target database goes "
+                           "in DATABASE_URL or --database-url.")
         raise BadInput(f"{path} does not exist.")
     if path.is_dir():
         if not (path / "toc.dat").is_file():

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from psycopg import sql
 
+from .. import db
 from ..db import LOCK_CLASS, Connection
 
 MARK = "restore-tool run "
@@ -110,3 +111,32 @@ def old_copies(conn: Connection, target: str) -> list[tuple[str, datetime]]:
         if match and head and target.startswith(head):
             copies.append((name, datetime.strptime(match.group(1), "%Y%m%d_%H%M%S")))
     return sorted(copies, key=lambda c: c[1], reverse=True)
+
+
+def cleanup(conn: Connection, target: str, *, dry_run: bool, keep: int | None,
+            older_than: float | None) -> list[str]:
+    """`restore-tool cleanup`: drop the leftovers of dead runs (by OID: a database that lost
+    its mark or its name since is left alone), and of `target`'s old copies those beyond the
+    newest `keep` or older than `older_than` days (none unless one is given). One line per
+    database, saying what was (or, with `dry_run`, would be) done."""
+    lines = []
+    verb = "would drop" if dry_run else "dropped"
+    for left in dead(conn):
+        if not dry_run and db.database_name(conn, left.oid) != left.name:
+            lines.append(f"left {left}: it changed since it was listed")
+            continue
+        if not dry_run:
+            db.drop_database_oid(conn, left.oid)
+        lines.append(f"{verb} {left}")
+    now = datetime.now()
+    for index, (name, replaced) in enumerate(old_copies(conn, target)):
+        beyond = keep is not None and index >= keep
+        old = older_than is not None and (now - replaced).total_seconds() > older_than * 86400
+        about = f'"{name}" (the copy of "{target}" replaced {replaced:%Y-%m-%d %H:%M:%S})'
+        if beyond or old:
+            if not dry_run:
+                db.drop_database(conn, name, force=True)
+            lines.append(f"{verb} {about}")
+        else:
+            lines.append(f"kept {about}")
+    return lines or ["nothing to clean up"]

@@ -15,7 +15,7 @@ from ..conninfo import dbname
 from ..errors import BadInput
 from ..pgtools import Tool
 from ..pipeline import Outcome, Status
-from . import archive, load, needs
+from . import archive, leftovers, load, needs
 from .script import pieces
 from .state import Run, maintenance
 
@@ -40,6 +40,14 @@ def preflight(state: Run) -> Outcome:
             frozenset(row[0] for row in conn.execute("SELECT name FROM pg_settings")))
         state.target_existed = db.database_exists(conn, state.target)
         has = db.server_has(conn)
+        dead, copies = leftovers.dead(conn, state.target), leftovers.old_copies(conn, state.target)
+    if dead:
+        state.facts_given.append(("Leftovers", "; ".join(map(str, dead)) + ": `restore-tool "
+                                  "cleanup` drops them"))
+    if copies:
+        state.facts_given.append(("Old copies", f"{len(copies)} of {state.target} kept, newest "
+                                  f"{copies[0][0]}: `restore-tool cleanup --keep N` drops all "
+                                  "but the newest N"))
     if state.target_existed and not options.replace and db.has_data(state.info):
         raise BadInput(f'Database "{state.target}" already has data; restore-tool will not '
                        "restore over it.", "Use --replace to restore next to it and swap it "

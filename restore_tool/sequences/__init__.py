@@ -19,6 +19,9 @@ from ..errors import CommandFailed
 from ..names import display_name
 from ..pipeline import Outcome, Status
 from .plan import (
+    NEAR_LIMIT as NEAR_LIMIT,
+)
+from .plan import (
     Action,
     Column,
     SequenceFix,
@@ -27,6 +30,9 @@ from .plan import (
     plan,
     setval_args,
     unreadable_reason,
+)
+from .plan import (
+    near_limit as near_limit,
 )
 from .sql import (
     APPLY,
@@ -345,9 +351,12 @@ def repair_outcome(fixes: Sequence[SequenceFix], *, dry_run: bool = False) -> Ou
     return Outcome(_repair_status(fixes), repair_summary(fixes, dry_run=dry_run), tuple(fixes))
 
 
-def check_outcome(planned: Sequence[Planned]) -> Outcome:
-    """The check step's verdict: failed if any sequence lags its data."""
+def check_outcome(planned: Sequence[Planned], near: float = NEAR_LIMIT) -> Outcome:
+    """The check step's verdict: failed if any sequence lags its data; a warning naming
+    each that has less than `near` of its range left, and the fix."""
     fixes = [item.fix for item in planned]
+    close = [line for item in planned if not item.fix.lagging
+             and (line := near_limit(item.seq, item.fix, near))]
     lagging = [fix for fix in fixes if fix.lagging]
     skipped = [fix for fix in fixes if fix.action is Action.SKIPPED]
     if lagging:
@@ -358,6 +367,9 @@ def check_outcome(planned: Sequence[Planned]) -> Outcome:
         summary = f"{len(fixes) - len(skipped)} sequence(s) ahead of their data"
     if skipped:
         summary += f", {len(skipped)} skipped"
+    if close:
+        status = Status.FAILED if status is Status.FAILED else Status.WARNING
+        summary += f"; {len(close)} close to their limit: {'; '.join(close)}"
     return Outcome(status, summary, tuple(fixes))
 
 

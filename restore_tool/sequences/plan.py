@@ -225,6 +225,34 @@ def _widening(seq: SequenceInfo, bound: str, limit: int) -> str:
     return f"widen it: ALTER SEQUENCE {seq.sql_name} AS bigint{columns}"
 
 
+NEAR_LIMIT = 0.10  # verify warns when less than this share of a sequence's range is left
+
+
+def values_left(seq: SequenceInfo, next_value: int | None) -> int:
+    """How many values nextval() can still give from `next_value` (None: exhausted) before
+    the sequence's limit; a CYCLE sequence never runs out (-1)."""
+    if seq.cycle:
+        return -1
+    if next_value is None:
+        return 0
+    room = seq.max_value - next_value if seq.increment > 0 else next_value - seq.min_value
+    return max(0, room // abs(seq.increment) + 1)
+
+
+def near_limit(seq: SequenceInfo, fix: SequenceFix, share: float = NEAR_LIMIT) -> str | None:
+    """`user.id: 3 of 32,767 values left (0.0%); widen it: ALTER SEQUENCE … AS bigint` when
+    less than `share` of the sequence's range is left (as check_postgres's `sequence`
+    action warns), else None."""
+    left = values_left(seq, fix.next_before)
+    total = (seq.max_value - seq.min_value) // abs(seq.increment) + 1
+    if left < 0 or left >= share * total:
+        return None
+    bound, limit = ("MAXVALUE", seq.max_value) if seq.increment > 0 else \
+        ("MINVALUE", seq.min_value)
+    return (f"{seq.label}: {left:,} of {total:,} values left ({left / total:.1%}); "
+            f"{_widening(seq, bound, limit)}")
+
+
 def unreadable_reason(seq: SequenceInfo) -> str | None:
     """Why this role cannot measure the sequence against its data, if it cannot."""
     if not seq.can_read:

@@ -3,8 +3,11 @@ else is."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
+from restore_tool.restore.swap import stamped
 from tests.helpers import databases, dbname, execute
 from tests.servers import NewDatabases, Server
 
@@ -13,7 +16,8 @@ def test_new_databases_drops_what_it_made_and_its_copies_after_a_failing_test(
         main_server: Server) -> None:
     made = NewDatabases(main_server)
     name = dbname(made("rt_fixture"))
-    copies = [f"{name[:40]}_restoring_20261203", f"{name[:45]}_old_20261203"]
+    when = datetime(2026, 12, 3, 9, 30)
+    copies = [stamped(name, "restoring", when, "abc123"), stamped(name, "old", when, "abc123")]
     bystander = f"{name}x"  # shares the prefix, but nobody's copy of it
     for other in [*copies, bystander]:
         execute(main_server.conninfo, f'CREATE DATABASE "{other}"')

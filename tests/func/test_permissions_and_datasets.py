@@ -3,6 +3,7 @@ databases (Chinook loaded with explicit ids, the Pagila schema with its partitio
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -154,3 +155,20 @@ def test_a_role_limited_to_one_connection_gets_every_sequence(db: str, limited_r
     assert {label: f.next_after for label, f in fixes.items() if f.applied} == {
         "t.id": 5, "u.id": 10, "v.id": 3}
     assert commands.verify(settings(limited_role), jobs=3).exit_code == 0
+
+
+def test_a_session_still_closing_under_a_connection_limit_is_waited_for(
+        db: str, limited_role: str) -> None:
+    """`fix-sequences && verify` as one role with CONNECTION LIMIT 1: the server counts the
+    first command's session until its backend has exited, so the second is let in once it
+    has, not refused."""
+    execute(db, "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (4)")
+    _grant(db, limited_role, """
+        ALTER USER ROLE CONNECTION LIMIT 1;
+        GRANT SELECT ON t TO ROLE; GRANT SELECT ON t_id_seq TO ROLE;
+    """)
+    closing = psycopg.connect(limited_role)
+    threading.Timer(0.5, closing.close).start()
+    report = commands.verify(settings(limited_role), smoke_test=False)
+    assert report.exit_code == 1  # reached the server: t.id lags
+    assert by_label(report.steps[0].details)["t.id"].next_after == 5

@@ -11,6 +11,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
@@ -20,7 +21,14 @@ from restore_tool import restore as restoring
 from restore_tool.pipeline import Outcome, Report, StepName, StepResult
 from restore_tool.restore import swap
 from restore_tool.restore.state import Run
-from tests.func.test_faults import SAMPLE, _cli, _finish, _until
+from tests.func.test_faults import (  # noqa: F401 (slow_dump: a fixture)
+    SAMPLE,
+    _cli,
+    _finish,
+    _processes_running,
+    _until,
+    slow_dump,
+)
 from tests.helpers import databases, dbname, execute, row_counts, scalar, settings
 from tests.servers import NewDatabases, Server
 
@@ -230,3 +238,71 @@ def test_a_migration_sees_only_the_restored_database_under_every_name(
     assert {env[n] for n in ("PGDATABASE", "POSTGRES_DB")} == {scratch}
     assert conninfo_to_dict(env["DATABASE_URL"])["dbname"] == scratch
     assert "PGSERVICE" not in env
+
+
+def test_a_killed_run_leaves_a_marked_scratch_the_next_run_names_and_cleanup_drops(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path,
+        slow_dump: Path) -> None:  # noqa: F811 (the fixture)
+    """SIGKILL mid-load (the tool and its pg_restore): the target keeps its data; the scratch
+    database stays, marked; the next run names it, `cleanup --dry-run` lists it, `cleanup`
+    drops it; `cleanup --keep 0` drops the old copy a replace kept."""
+    target = new_database("rt_killed")
+    execute(target, PRECIOUS)
+    process = _cli("restore", str(slow_dump), "--database-url", target, "--replace")
+    _until(lambda: any("_restoring_" in line for line in _processes_running("pg_restore")))
+    for child in psutil.Process(process.pid).children(recursive=True):
+        child.kill()
+    process.kill()
+    _finish(process)
+    scratch = databases(main_server, f"{dbname(target)}_restoring_%")
+    assert len(scratch) == 1 and row_counts(target) == {"precious": 500}
+    result = commands.restore(settings(target, tmp_path), SAMPLE, commands.Options(
+        replace=True))
+    assert result.exit_code == 0, report.render(result)
+    facts = dict(result.facts)
+    assert f'"{scratch[0]}" (left by a run for "{dbname(target)}", pid {process.pid} on ' \
+        in facts["Leftovers"], facts
+    assert "restore-tool cleanup" in facts["Leftovers"]
+    code, out, err = _finish(_cli("cleanup", "--dry-run", "--database-url", target))
+    assert code == 0 and f'would drop "{scratch[0]}"' in out, out + err
+    assert scratch == databases(main_server, f"{dbname(target)}_restoring_%")
+    code, out, err = _finish(_cli("cleanup", "--database-url", target))
+    assert code == 0 and f'dropped "{scratch[0]}"' in out and "kept " in out, out + err
+    assert databases(main_server, f"{dbname(target)}_restoring_%") == []
+    old = databases(main_server, f"{dbname(target)}_old_%")
+    assert len(old) == 1
+    code, out, err = _finish(_cli("cleanup", "--keep", "0", "--database-url", target))
+    assert code == 0 and f'dropped "{old[0]}"' in out, out + err
+    assert databases(main_server, f"{dbname(target)}_old_%") == []
+    assert row_counts(target)["user"] == 16
+
+
+def test_verify_warns_of_a_sequence_near_its_limit_and_spares_its_last_values(
+        new_database: NewDatabases, tmp_path: Path) -> None:
+    """A smallserial one value from its limit: verify names it and the fix, and its smoke
+    insert does not take that last value, which the application's next insert needs."""
+    target = new_database("rt_near_limit")
+    execute(target, "CREATE TABLE ticket (id smallserial PRIMARY KEY, note text); "
+                    "INSERT INTO ticket (id) VALUES (32766); "
+                    "SELECT setval('ticket_id_seq', 32766)")
+    result = commands.verify(settings(target, tmp_path))
+    assert result.exit_code == 0, report.render(result)
+    check = _step(result, StepName.CHECK_SEQUENCES)
+    assert check.status.value == "warning"
+    assert "1 close to their limit: ticket.id: 1 of 32,767 values left (0.0%); widen it: " \
+           "ALTER SEQUENCE public.ticket_id_seq AS bigint, and ticket.id to bigint" \
+        in check.summary, check.summary
+    assert "ticket: its sequence is close to its limit" in \
+        _step(result, StepName.SMOKE_TEST).summary
+    execute(target, "INSERT INTO ticket (note) VALUES ('the application')")  # the last value
+    assert scalar(target, "SELECT max(id) FROM ticket") == 32767
+
+
+@pytest.mark.parametrize("command", ["restore", "inspect"])
+def test_a_database_url_given_as_the_dump_is_refused_without_echoing_it(
+        main_server: Server, command: str) -> None:
+    url = "postgresql://app:Hunter2-secret@db.internal:5432/shop"
+    code, out, err = _finish(_cli(command, url, env={"DATABASE_URL": main_server.conninfo}))
+    assert code == 2 and "Traceback" not in err
+    assert "The dump is given as a URL, not a file" in out + err
+    assert "Hunter2" not in out + err

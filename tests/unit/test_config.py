@@ -76,11 +76,37 @@ def test_bad_urls_are_one_sentence_without_the_password(url: str, message: str) 
     assert "pw" not in str(raised.value)
 
 
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://app:100%sure@db:5432/shop", "100%sure"),
+    ("postgresql://app:pa ss word@db:5432/shop", "ss word"),
+    ("postgresql://app:Se@cr3t@db:5432/shop", "cr3t"),
+    ("postgresql://app:se/cret@db:5432/shop", "cret"),
+    ("host=db password=top secret dbname=shop", "secret"),
+])
+def test_a_malformed_url_is_refused_without_any_part_of_its_password(
+        url: str, secret: str) -> None:
+    """libpq quotes the token it cannot read, and an unencoded @ or / turns the rest of the
+    password into a host, port or database name: none of it may be shown."""
+    with pytest.raises(ConfigError) as raised:
+        resolve(database_url=url)
+    shown = str(raised.value) + str(raised.value.hint)
+    assert secret not in shown and "Percent-encode" in shown
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://db/shop?user=app@corp",  # an @ in the query is no password's
+    "postgresql://app:pa?ss@db/shop",      # libpq reads a ? in a password as it is meant
+])
+def test_urls_libpq_reads_as_meant_are_accepted(url: str) -> None:
+    assert resolve(database_url=url).conninfo == url
+
+
 @pytest.mark.parametrize("conninfo, shown", [
     ("postgresql://u:p%40ss@h:5432/db", "postgresql://u:***@h:5432/db"),
     ("host=/tmp/sock user=postgres dbname=x", "postgresql://postgres@/x?host=%2Ftmp%2Fsock"),
     ("host=h password='a b' dbname=d sslmode=require",
      "postgresql://:***@h/d?sslmode=require"),
+    ("host=h dbname=d sslpassword=keypass", "postgresql://h/d?sslpassword=***"),
 ])
 def test_mask(conninfo: str, shown: str) -> None:
     assert mask(conninfo).replace("%2F", "/") == shown.replace("%2F", "/")
@@ -89,4 +115,5 @@ def test_mask(conninfo: str, shown: str) -> None:
 def test_scrub_removes_passwords_in_every_spelling() -> None:
     assert scrub("postgresql://u:hunter2@h/db failed") == "postgresql://u:***@h/db failed"
     assert scrub("password=hunter2 host=h") == "password=*** host=h"
+    assert scrub("sslpassword=hunter2&x=1") == "sslpassword=***&x=1"
     assert scrub("it was hunter2", "hunter2") == "it was ***"
