@@ -12,7 +12,7 @@ from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
-from . import db, pgtools, sequences, smoke
+from . import db, embedded, pgtools, sequences, smoke, workdir
 from . import restore as restoring
 from .config import EMBEDDED_DATABASE, Settings
 from .conninfo import child_env, dbname, maintenance, mask, password_of
@@ -158,13 +158,19 @@ def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = Non
             project: Project | None = None) -> list[str]:
     """`restore-tool cleanup`: drop what dead runs left on the target's server (the
     databases they marked as theirs), and the target's old copies beyond the newest `keep`
-    or older than `older_than` days. One line per database."""
+    or older than `older_than` days; the directories dead runs left on this machine (a
+    --scratch server in one is stopped first). One line per database or directory."""
     if not dry_run and (keep is not None or older_than is not None):
         check_protected(settings, _project(project), confirm)
     info = db.target_info(settings)
     name = dbname(info)
     with db.target_lock(info, "cleanup"), closing(db.connect(maintenance(info))) as conn:
-        return leftovers.cleanup(conn, name, dry_run=dry_run, keep=keep, older_than=older_than)
+        lines = leftovers.cleanup(conn, name, dry_run=dry_run, keep=keep, older_than=older_than)
+    for left in workdir.dead():  # a killed run's unwrapped dump, --scratch server, service file
+        if not dry_run:
+            workdir.remove(left, embedded.bin_dir() / "pg_ctl")
+        lines.append(f"{'would remove' if dry_run else 'removed'} {left}")
+    return [line for line in lines if line != leftovers.NOTHING] or [leftovers.NOTHING]
 
 
 def target_url(settings: Settings) -> str:

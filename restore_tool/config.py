@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -69,13 +71,37 @@ def resolve(
     if env_file is not None and not env_file.is_file():
         raise ConfigError(f"The env file {env_file} does not exist.", "Check the --env-file path.")
     if dotenv_path.is_file():
-        sources.append((str(dotenv_path), dotenv_values(dotenv_path)))
+        sources.append((str(dotenv_path), dotenv_values(stream=io.StringIO(_text(dotenv_path)))))
 
     for where, values in sources:
         found = _from_variables(values, where)
         if found is not None:
             return Settings(found[0], found[1], directory)
     return Settings(None, "no target configured", directory)
+
+
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _text(path: Path) -> str:
+    """An env file's text: UTF-8, or what its byte-order mark says (a Windows editor's UTF-8
+    or UTF-16); anything else is one sentence, never a guess at the target."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"The env file {path} cannot be read: {error.strerror}.") from None
+    encoding = next((name for bom, name in _BOMS if data.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\0" in data:  # UTF-16 without its mark: NUL every other byte
+        raise ConfigError(f"The env file {path} holds NUL bytes (UTF-16 without a "
+                          "byte-order mark?).", "Save it as UTF-8.")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as error:
+        line = data[:error.start].count(b"\n") + 1
+        raise ConfigError(
+            f"The env file {path} is not {encoding.upper()} text (byte 0x{data[error.start]:02x} "
+            f"on line {line}).", "Save it as UTF-8.") from None
 
 
 def _from_variables(values: Mapping[str, str | None], where: str) -> tuple[str, str] | None:

@@ -4,18 +4,17 @@ and the environment child tools get. libpq's own option table names the variable
 
 from __future__ import annotations
 
-import atexit
 import configparser
 import functools
 import getpass
 import os
 import re
-import shutil
-import tempfile
 from urllib.parse import quote
 
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from . import workdir
 
 
 @functools.cache
@@ -195,10 +194,9 @@ _OWN_SERVICE = "restore-tool"
 
 def _service_file(values: dict[str, str]) -> str:
     """A service file only this user can read, in a directory removed when the process
-    ends (a SIGKILL leaves it: it holds what the user's own environment holds)."""
-    folder = tempfile.mkdtemp(prefix="restore-tool-service-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    path = os.path.join(folder, "pg_service.conf")
+    ends (a SIGKILL leaves it, for `cleanup`: it holds what the user's own environment
+    holds)."""
+    path = os.path.join(workdir.new("service", until_exit=True), "pg_service.conf")
     with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
         handle.write(f"[{_OWN_SERVICE}]\n")
         handle.writelines(f"{key}={value}\n" for key, value in values.items()

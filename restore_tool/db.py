@@ -98,18 +98,68 @@ def database_exists(conn: Connection, name: str) -> bool:
 
 
 # What makes a database not empty: anything in a schema of its own (not the system ones).
-HAS_DATA = r"""
-SELECT EXISTS (
-    SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%')
+# What users made, by kind: everything created after initdb has an OID from 16384 on
+# (FirstNormalObjectId), whatever catalog it is in; other sessions' temporary objects aside.
+_USER_OBJECTS = r"""
+SELECT kind, n FROM (
+  SELECT 1, 'relations', count(*) FROM pg_class
+   WHERE oid >= 16384 AND relpersistence <> 't'
+  UNION ALL SELECT 2, 'functions', count(*) FROM pg_proc WHERE oid >= 16384
+  UNION ALL SELECT 3, 'types', count(*) FROM pg_type t
+   WHERE oid >= 16384 AND typrelid = 0
+     AND NOT EXISTS (SELECT 1 FROM pg_type e WHERE e.typarray = t.oid)
+  UNION ALL SELECT 4, 'schemas', count(*) FROM pg_namespace
+   WHERE oid >= 16384 AND nspname NOT LIKE 'pg\_temp\_%' AND nspname NOT LIKE 'pg\_toast\_temp\_%'
+  UNION ALL SELECT 5, 'large objects', count(*) FROM pg_largeobject_metadata
+  UNION ALL SELECT 6, 'extensions', count(*) FROM pg_extension WHERE oid >= 16384
+  UNION ALL SELECT 7, 'other objects', (SELECT count(*) FROM pg_collation WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_operator WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_opfamily WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_cast WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_conversion WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_language WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_ts_config WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_ts_dict WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_foreign_data_wrapper WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_foreign_server WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_publication WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_event_trigger WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_statistic_ext WHERE oid >= 16384)
+    + (SELECT count(*) FROM pg_default_acl)
+) found (rank, kind, n)
+WHERE n > 0 ORDER BY rank
 """
 
 
-def has_data(info: str) -> bool:
+def user_objects(info: str) -> list[tuple[str, int]]:
+    """What the database holds that users made, by kind (`[("functions", 3)]`); empty for
+    a database as CREATE DATABASE makes it."""
     with connect(info) as conn:
-        row = conn.execute(HAS_DATA).fetchone()
-    return bool(row and row[0])
+        return [(str(kind), int(n)) for kind, n in conn.execute(_USER_OBJECTS)]
+
+
+_READ_ONLY = """
+SELECT pg_is_in_recovery(), current_setting('transaction_read_only'), current_user,
+       current_database(), (SELECT source FROM pg_settings
+                            WHERE name = 'default_transaction_read_only')
+"""
+_READ_ONLY_BY = {"user": "the role's", "database": "the database's",
+                 "database user": "the role's in this database"}
+
+
+def why_read_only(conn: Connection) -> str | None:
+    """Why this session cannot write, in words (a hot standby, a read-only default and where
+    it is set), or None."""
+    row = conn.execute(_READ_ONLY).fetchone()
+    assert row is not None
+    standby, read_only, role, database, source = row
+    if standby:
+        return "the server is a hot standby (in recovery): it takes no writes"
+    if read_only == "on":
+        where = _READ_ONLY_BY.get(source, f"the server's ({source})")
+        return (f'sessions of role "{role}" in "{database}" are read-only '
+                f"(default_transaction_read_only = on, {where} setting)")
+    return None
 
 
 def create_database(conn: Connection, name: str, options: str = "") -> None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import os
 import pwd
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import EmbeddedServerError
+from . import workdir
+from .errors import EmbeddedServerError, Interrupted
+from .signals import signals_held
 
 
 def _library() -> Any:
@@ -84,15 +85,24 @@ def _postmaster(directory: Path) -> Any:
 def temporary() -> Iterator[str]:
     """A throwaway server in a temporary directory, deleted afterwards (`restore --scratch`);
     a URI to its `postgres` database."""
-    with tempfile.TemporaryDirectory(prefix="restore-tool-scratch-") as tmp:
-        pgdata = Path(tmp) / "pgdata"
+    with workdir.made("scratch") as tmp:
+        pgdata = tmp / "pgdata"
+        server = None
         try:
-            with warnings.catch_warnings():
+            # initdb and `pg_ctl start -w` run to their end (seconds): a server started by an
+            # interrupted pg_ctl would outlive its deleted directory
+            with signals_held(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 server = _library().get_server(pgdata, cleanup_mode="delete")
         except Exception as error:
             raise EmbeddedServerError(
                 f"A temporary embedded PostgreSQL server could not start ({error}).") from error
+        except KeyboardInterrupt as interrupt:  # delivered as the start ended
+            if server is not None:
+                server.cleanup()
+            raise Interrupted(
+                f"Interrupted ({interrupt.args[0] if interrupt.args else 'SIGINT'}) while the "
+                "temporary server started: it was stopped and its directory deleted.") from None
         try:
             yield str(server.get_uri())
         finally:

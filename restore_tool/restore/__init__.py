@@ -4,7 +4,6 @@ database and leaves the target as it was. `inspect(path)` is `restore-tool inspe
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import replace
@@ -14,11 +13,12 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from .. import db, embedded, sequences, smoke
+from .. import db, embedded, sequences, smoke, workdir
 from ..config import Settings
 from ..conninfo import dbname, mask, password_of
 from ..errors import BadInput, Interrupted, RestoreToolError
 from ..pipeline import Outcome, Progress, Report, Status, Step, StepName, StepResult, run_steps
+from ..signals import signals_held
 from . import archive, hooks, leftovers, load, needs, swap
 from .archive import Dump
 from .preflight import preflight as preflight
@@ -28,8 +28,7 @@ from .state import Run, maintenance
 
 def inspect(path: Path, pg_bin: Sequence[Path] = ()) -> Dump:
     """What a dump is and holds, and which client tool reads it."""
-    with tempfile.TemporaryDirectory(prefix="restore-tool-") as work, \
-            archive.opened(path, Path(work), pg_bin) as (dump, _):
+    with workdir.made("work") as work, archive.opened(path, work, pg_bin) as (dump, _):
         return dump
 
 
@@ -40,8 +39,8 @@ def run(settings: Settings, path: Path, options: Options = Options(), *,
     target's lock throughout; on Ctrl-C or SIGTERM (raised as KeyboardInterrupt) drops what
     this run created and raises Interrupted saying so. Policy (protected targets, which
     options go together) is `commands.restore`'s."""
-    with tempfile.TemporaryDirectory(prefix="restore-tool-") as work, ExitStack() as stack:
-        state = Run(settings, path, options, smoke_plan, progress, Path(work), stack)
+    with workdir.made("work") as work, ExitStack() as stack:
+        state = Run(settings, path, options, smoke_plan, progress, work, stack)
         state.facts_given = list(facts)
         state.info = db.target_info(settings)
         stack.enter_context(db.target_lock(state.info, "restore"))
@@ -63,14 +62,14 @@ def run(settings: Settings, path: Path, options: Options = Options(), *,
         try:
             results = run_steps(steps, secret=password_of(state.info))
         except KeyboardInterrupt as interrupt:
-            with swap.signals_held():
+            with signals_held():
                 left = _discard(state)
             raise Interrupted(f"Interrupted ({interrupt.args[0] if interrupt.args else 'SIGINT'})"
                               f" during {state.current}: {left}") from None
         finally:
             outcome: str | None = None
             if not results or any(r.status is Status.FAILED for r in results):
-                with swap.signals_held():
+                with signals_held():
                     outcome = _discard(state)
     failed = [r for r in results if r.status is Status.FAILED]
     return Report("restore", mask(state.info), settings.origin, results,
@@ -156,7 +155,7 @@ def _create(conn: db.Connection, state: Run, started: datetime) -> None:
     --server-locale (one sentence when this server cannot make them); record its OID, the
     only way cleanup will ever know it, and mark it as this run's, all with signals held."""
     options = "" if state.options.server_locale else state.properties.create_options
-    with swap.signals_held():
+    with signals_held():
         try:
             db.create_database(conn, state.into, options)
         except psycopg.errors.DuplicateDatabase:
@@ -312,16 +311,30 @@ def _drop_created(state: Run) -> str:
         return (f"the swap had completed: {target} is the restored database, the old one is "
                 f'"{state.old}".')
     if state.into and state.into == state.target and state.target_existed:
-        return f"{target} was empty and may now hold part of the dump."
+        return _loaded_in_place(state, target)
     if state.target_existed is False:
         return f"nothing was left behind: {target} does not exist."
     return f"{target} was not changed."
 
 
+def _loaded_in_place(state: Run, target: str) -> str:
+    """What a failed load into the existing empty target left there, counted by kind: the
+    run drops nothing it did not create, so it says what stayed."""
+    try:
+        held = db.user_objects(state.info)
+    except (RestoreToolError, psycopg.Error):
+        return f"{target} was empty and may now hold what this run restored (it cannot be " \
+            "checked)."
+    if not held:
+        return f"{target} was empty and still is."
+    return (f"{target} was empty and now holds what this run restored: "
+            f"{', '.join(f'{n} {kind}' for kind, n in held)}.")
+
+
 def _next_steps(failed: StepName, left: str | None) -> tuple[str, ...]:
     """What cleaning up found and did (`left`, checked by it), then what to do."""
     kept = left[0].upper() + left[1:] if left else "Nothing was cleaned up."
-    if left and "may now hold part of the dump" in left:
+    if left and "what this run restored" in left:
         kept += " Run again with --replace, or drop and recreate it."
     return (kept, _HINTS[failed])
 

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from psycopg import sql
 
-from .. import db
+from .. import db, workdir
 from ..db import LOCK_CLASS, Connection
 
 MARK = "restore-tool run "
@@ -81,23 +81,13 @@ def dead(conn: Connection, running_for: str | None = None) -> list[Leftover]:
         if left.host == socket.gethostname() and left.pid == os.getpid():
             continue  # this run's own
         if left.host == socket.gethostname():
-            alive = _alive(left.pid)
+            running = workdir.alive(left.pid)
         else:
-            alive = left.target != running_for and conn.execute(
+            running = left.target != running_for and conn.execute(
                 _LOCKED, (LOCK_CLASS, left.target)).fetchone() is not None
-        if not alive:
+        if not running:
             found.append(left)
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def old_copies(conn: Connection, target: str) -> list[tuple[str, datetime]]:
@@ -139,4 +129,7 @@ def cleanup(conn: Connection, target: str, *, dry_run: bool, keep: int | None,
             lines.append(f"{verb} {about}")
         else:
             lines.append(f"kept {about}")
-    return lines or ["nothing to clean up"]
+    return lines or [NOTHING]
+
+
+NOTHING = "nothing to clean up"

@@ -5,12 +5,13 @@ naming all that is missing. Nothing is written, unless --scratch creates roles."
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
 from psycopg import sql
 
-from .. import db, pgtools
+from .. import db, pgtools, workdir
 from ..conninfo import dbname
 from ..errors import BadInput
 from ..pgtools import Tool
@@ -40,7 +41,19 @@ def preflight(state: Run) -> Outcome:
             frozenset(row[0] for row in conn.execute("SELECT name FROM pg_settings")))
         state.target_existed = db.database_exists(conn, state.target)
         has = db.server_has(conn)
+        read_only = db.why_read_only(conn)
         dead, copies = leftovers.dead(conn, state.target), leftovers.old_copies(conn, state.target)
+    if read_only is None and state.target_existed and not options.replace:
+        with closing(db.connect(state.info)) as conn:  # the load writes in the target itself
+            read_only = db.why_read_only(conn)
+    if read_only:
+        raise BadInput(f"Nothing can be restored: {read_only}.", "Restore into the primary, "
+                       "as a role whose sessions may write (ALTER ROLE or ALTER DATABASE "
+                       "... RESET default_transaction_read_only).")
+    folders = workdir.dead()
+    if folders:
+        state.facts_given.append(("Left on this machine", "; ".join(map(str, folders)) +
+                                  ": `restore-tool cleanup` stops and removes them"))
     if dead:
         state.facts_given.append(("Leftovers", "; ".join(map(str, dead)) + ": `restore-tool "
                                   "cleanup` drops them"))
@@ -48,8 +61,10 @@ def preflight(state: Run) -> Outcome:
         state.facts_given.append(("Old copies", f"{len(copies)} of {state.target} kept, newest "
                                   f"{copies[0][0]}: `restore-tool cleanup --keep N` drops all "
                                   "but the newest N"))
-    if state.target_existed and not options.replace and db.has_data(state.info):
-        raise BadInput(f'Database "{state.target}" already has data; restore-tool will not '
+    held = db.user_objects(state.info) if state.target_existed and not options.replace else []
+    if held:
+        raise BadInput(f'Database "{state.target}" is not empty (it holds '
+                       f"{', '.join(f'{n} {kind}' for kind, n in held)}); restore-tool will not "
                        "restore over it.", "Use --replace to restore next to it and swap it "
                        "in when everything passed (the old one is kept under a dated name).")
     major = state.server.major

@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,6 +17,7 @@ from psycopg import sql
 from .. import db
 from ..db import Connection
 from ..errors import SwapBlocked
+from ..signals import signals_held
 
 
 @dataclass(frozen=True)
@@ -166,18 +164,3 @@ def drop_old(conn: Connection, old: str) -> str | None:
     except psycopg.Error as error:
         return error.diag.message_primary or str(error)
     return None
-
-
-@contextmanager
-def signals_held() -> Iterator[None]:
-    """What must run to its end (a commit and the note that it happened, a cleanup): SIGINT
-    and SIGTERM wait, and are delivered right after."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -125,7 +125,7 @@ def test_a_database_with_data_is_refused_without_replace(main_db: str, tmp_path:
     done = _cli("restore", str(ROOT / "backups/battery-hub.dump"), "--database-url", main_db,
                 cwd=tmp_path)
     assert done.returncode == 2
-    assert "already has data" in done.stdout and "--replace" in done.stdout
+    assert "is not empty (it holds" in done.stdout and "--replace" in done.stdout
     assert row_counts(main_db) == {"precious": 1}
 
 

@@ -5,8 +5,11 @@ then killed), each on a real server."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +25,7 @@ from restore_tool.pipeline import Outcome, Report, StepName, StepResult
 from restore_tool.restore import swap
 from restore_tool.restore.state import Run
 from tests.func.test_faults import (  # noqa: F401 (slow_dump: a fixture)
+    CLEAN_ENV,
     SAMPLE,
     _cli,
     _finish,
@@ -30,7 +34,7 @@ from tests.func.test_faults import (  # noqa: F401 (slow_dump: a fixture)
     slow_dump,
 )
 from tests.helpers import databases, dbname, execute, row_counts, scalar, settings
-from tests.servers import NewDatabases, Server
+from tests.servers import NewDatabases, Server, standby
 
 PRECIOUS = "CREATE TABLE precious (id int); INSERT INTO precious SELECT generate_series(1, 500)"
 
@@ -306,3 +310,187 @@ def test_a_database_url_given_as_the_dump_is_refused_without_echoing_it(
     assert code == 2 and "Traceback" not in err
     assert "The dump is given as a URL, not a file" in out + err
     assert "Hunter2" not in out + err
+
+
+def _scratch_left() -> tuple[set[Path], list[str]]:
+    """The scratch directories there are now, and any process still running in one."""
+    folders = set(Path(tempfile.gettempdir()).glob("restore-tool-scratch-*"))
+    running = [" ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])
+               if "restore-tool-scratch-" in " ".join(p.info["cmdline"] or [])]
+    return folders, running
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the tool", "Ctrl-C to the process group"])
+def test_a_signal_while_the_scratch_server_starts_stops_it_and_deletes_its_directory(
+        how: str) -> None:
+    """Before: SIGTERM during initdb or pg_ctl exited 1 ("could not start"), and a postmaster
+    started by an interrupted pg_ctl outlived its deleted directory."""
+    before, _ = _scratch_left()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "restore_tool", "restore", str(SAMPLE), "--scratch"],
+        text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=CLEAN_ENV,
+        start_new_session=True)
+    _until(lambda: bool(_scratch_left()[0] - before), timeout=30)  # the start has begun
+    time.sleep(0.2)  # inside initdb
+    if how.startswith("SIGTERM"):
+        process.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(process.pid, signal.SIGINT)
+    code, out, err = _finish(process)
+    assert code == 130, out + err
+    assert err.strip().splitlines()[-1] == (
+        f"error: Interrupted ({how.split()[0].replace('Ctrl-C', 'SIGINT')}) while the "
+        "temporary server started: it was stopped and its directory deleted.")
+    folders, running = _scratch_left()
+    assert folders - before == set() and running == []
+
+
+@pytest.mark.parametrize("made, held", [
+    ("SELECT lo_from_bytea(0, 'precious')", "1 large objects"),
+    ("CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42'", "1 functions"),
+    ("CREATE TYPE mood AS ENUM ('ok')", "1 types"),
+    ("CREATE SCHEMA app", "1 schemas"),
+], ids=["large object", "function", "type", "schema"])
+def test_a_database_holding_any_user_object_is_not_empty(
+        new_database: NewDatabases, tmp_path: Path, made: str, held: str) -> None:
+    """Before: only tables counted; a database of large objects or functions was loaded into
+    without --replace."""
+    target = new_database("rt_notempty")
+    execute(target, made)
+    result = commands.restore(settings(target, tmp_path), SAMPLE)
+    preflight = _step(result, StepName.PREFLIGHT)
+    assert preflight.status.value == "failed", report.render(result)
+    assert f"is not empty (it holds {held})" in preflight.summary
+    assert row_counts(target) == {}  # none of the dump's tables
+    assert scalar(target, "SELECT count(*) FROM pg_proc WHERE proname = 'answer'") == (
+        1 if "FUNCTION" in made else 0)
+
+
+def test_a_failed_load_into_an_empty_target_names_what_it_left_there(
+        new_database: NewDatabases, tmp_path: Path) -> None:
+    """The run drops nothing it did not create: what stayed is counted, not guessed."""
+    target = new_database("rt_inplace")
+    breaks = tmp_path / "breaks.sql"
+    breaks.write_text("SELECT 1/0;\n")
+    result = commands.restore(settings(target, tmp_path), SAMPLE,
+                              commands.Options(post_sql=(breaks,)))
+    rendered = report.render(result)
+    assert result.exit_code == 1, rendered
+    assert _step(result, StepName.POST_RESTORE).status.value == "failed"
+    relations = scalar(target, "SELECT count(*) FROM pg_class WHERE oid >= 16384")
+    assert relations > 20 and row_counts(target)["user"] == 16
+    assert (f'"{dbname(target)}" was empty and now holds what this run restored: '
+            f"{relations} relations, ") in rendered
+
+
+def test_a_read_only_role_is_refused_before_anything_is_written(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
+    """Before: every statement of the load failed, and the report said the target "may now
+    hold part of the dump"."""
+    role = f"rt_ro_{os.getpid()}"
+    execute(main_server.conninfo, f'CREATE ROLE "{role}" LOGIN CREATEDB; '
+            f'ALTER ROLE "{role}" SET default_transaction_read_only = on')
+    try:
+        for create in (True, False):
+            target = new_database("rt_readonly", create=create)
+            if create:
+                execute(target, f'ALTER DATABASE "{dbname(target)}" OWNER TO "{role}"')
+            result = commands.restore(
+                settings(psycopg.conninfo.make_conninfo(target, user=role), tmp_path),
+                SAMPLE, commands.Options(no_owner=True))
+            preflight = _step(result, StepName.PREFLIGHT)
+            assert preflight.summary.startswith(
+                f'Nothing can be restored: sessions of role "{role}" in "postgres" are '
+                "read-only (default_transaction_read_only = on, the role's setting)."
+            ), report.render(result)
+            assert (f'"{dbname(target)}" was not changed' in report.render(result)) is create
+            assert databases(main_server, dbname(target)) == ([dbname(target)] if create else [])
+    finally:
+        new_database.drop_all()
+        execute(main_server.conninfo, f'DROP ROLE "{role}"')
+
+
+def test_a_hot_standby_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with standby(tmp_path) as (primary, replica):
+        execute(primary.conninfo, "CREATE DATABASE shop")
+        _until(lambda: databases(replica, "shop") == ["shop"], timeout=30)
+        result = commands.restore(settings(replica.database("shop"), tmp_path), SAMPLE)
+        preflight = _step(result, StepName.PREFLIGHT)
+        assert preflight.summary.startswith(
+            "Nothing can be restored: the server is a hot standby (in recovery): it takes no "
+            "writes."), report.render(result)
+        assert '"shop" was not changed.' in report.render(result)
+
+
+def test_a_killed_scratch_run_leaves_its_server_which_the_next_run_names_and_cleanup_stops(
+        main_server: Server, slow_dump: Path, new_database: NewDatabases,  # noqa: F811 (the fixture)
+        tmp_path: Path) -> None:
+    """SIGKILL mid-load of `restore --scratch`: its postmaster runs on in a directory nobody
+    mentioned. The next restore names it; cleanup stops the server and removes it."""
+    before, _ = _scratch_left()
+    process = _cli("restore", str(slow_dump), "--scratch")
+    _until(lambda: bool(_scratch_left()[1]) and bool(_processes_running("pg_restore")))
+    process.kill()
+    process.communicate()
+    folders, running = _scratch_left()
+    (left,) = folders - before
+    assert running, "the killed run's server should still run"
+    env = {"DATABASE_URL": main_server.conninfo}
+    code, out, err = _finish(_cli("cleanup", "--dry-run", env=env))
+    assert code == 0, out + err
+    assert f"would remove {left} (left by pid {process.pid}" in out
+    assert "its server still running" in out
+    target = new_database("rt_after_kill", create=False)
+    result = commands.restore(settings(target, tmp_path), SAMPLE)
+    assert result.exit_code == 0, report.render(result)
+    assert any(name == "Left on this machine" and str(left) in text
+               for name, text in result.facts)
+    code, out, err = _finish(_cli("cleanup", env=env))
+    assert code == 0, out + err
+    assert f"removed {left}" in out
+    _until(lambda: _scratch_left()[1] == [], timeout=10)
+    assert not left.exists()
+
+
+def _waiting(server: Server, query: str) -> bool:
+    return scalar(server.conninfo, "SELECT count(*) FROM pg_stat_activity WHERE "
+                  "wait_event_type = 'Lock' AND query ILIKE %s", (query,)) > 0
+
+
+@pytest.mark.parametrize("step", ["post-restore", "analyze", "smoke test"])
+def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cleanup_drops(
+        main_server: Server, new_database: NewDatabases, step: str) -> None:
+    """SIGKILL (the tool and its children) while the hook runs, while ANALYZE or a smoke
+    insert waits on a lock another session holds in the scratch database: the target keeps
+    its data and takes connections; the scratch database stays, and cleanup drops it. (Mid-load
+    and mid-swap are the tests above.)"""
+    target = new_database("rt_kill_step")
+    execute(target, PRECIOUS)
+    hook = {"post-restore": "sleep 60"}.get(step, "sleep 2")
+    extra = ["--no-analyze"] if step == "smoke test" else []
+    process = _cli("restore", str(SAMPLE), "--database-url", target, "--replace",
+                   "--migrate", hook, *extra)
+    _until(lambda: any(line.split()[0].endswith("/sleep")  # the hook, not our command line
+                       for line in _processes_running(hook)), timeout=60)
+    holder = None
+    try:
+        if step != "post-restore":  # the load is done: block the step that comes
+            (scratch,) = databases(main_server, f"{dbname(target)}_restoring_%")
+            holder = psycopg.connect(main_server.database(scratch))
+            holder.execute('LOCK TABLE "user" IN EXCLUSIVE MODE')
+            _until(lambda: _waiting(main_server, "ANALYZE%" if step == "analyze"
+                                    else "%INSERT INTO%"), timeout=30)
+        for child in psutil.Process(process.pid).children(recursive=True):
+            child.kill()
+        process.kill()
+        _finish(process)
+    finally:
+        if holder is not None:
+            holder.close()
+    assert row_counts(target) == {"precious": 500}
+    (scratch,) = databases(main_server, f"{dbname(target)}_restoring_%")
+    assert databases(main_server, f"{dbname(target)}_old_%") == []
+    code, out, err = _finish(_cli("cleanup", "--database-url", target))
+    assert code == 0 and f'dropped "{scratch}"' in out, out + err
+    assert databases(main_server, f"{dbname(target)}_restoring_%") == []
+    assert row_counts(target) == {"precious": 500}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import re
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,29 @@ def test_scrub_removes_passwords_in_every_spelling() -> None:
     assert scrub("password=hunter2 host=h") == "password=*** host=h"
     assert scrub("sslpassword=hunter2&x=1") == "sslpassword=***&x=1"
     assert scrub("it was hunter2", "hunter2") == "it was ***"
+
+
+_ENV_TEXT = "# caf\u00e9 staging\nDATABASE_URL=postgresql://u:pw@db:5433/app\n"
+
+
+@pytest.mark.parametrize("data", [
+    _ENV_TEXT.encode("utf-8-sig"),                           # Notepad's UTF-8
+    _ENV_TEXT.encode("utf-16"),                              # PowerShell's > (LE, marked)
+    codecs.BOM_UTF16_BE + _ENV_TEXT.encode("utf-16-be"),
+], ids=["utf-8 with bom", "utf-16 le", "utf-16 be"])
+def test_an_env_file_with_a_byte_order_mark_is_read_as_it_says(
+        tmp_path: Path, data: bytes) -> None:
+    (tmp_path / ".env").write_bytes(data)
+    assert resolve(cwd=tmp_path, environ={}).conninfo == "postgresql://u:pw@db:5433/app"
+
+
+@pytest.mark.parametrize("data, message", [
+    (_ENV_TEXT.encode("latin-1"), "is not UTF-8 text (byte 0xe9 on line 1)"),
+    (_ENV_TEXT.encode("utf-16-le"), "holds NUL bytes"),
+], ids=["latin-1", "utf-16 without its mark"])
+def test_an_env_file_in_another_encoding_is_one_sentence(
+        tmp_path: Path, data: bytes, message: str) -> None:
+    (tmp_path / ".env").write_bytes(data)
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        resolve(cwd=tmp_path, environ={})
+    assert raised.value.hint == "Save it as UTF-8."
