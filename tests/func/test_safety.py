@@ -453,8 +453,8 @@ def test_a_killed_scratch_run_leaves_its_server_which_the_next_run_names_and_cle
 
 
 def _waiting(server: Server, query: str) -> bool:
-    return scalar(server.conninfo, "SELECT count(*) FROM pg_stat_activity WHERE "
-                  "wait_event_type = 'Lock' AND query ILIKE %s", (query,)) > 0
+    return bool(scalar(server.conninfo, "SELECT count(*) FROM pg_stat_activity WHERE "
+                       "wait_event_type = 'Lock' AND query ILIKE %s", (query,)))
 
 
 @pytest.mark.parametrize("step", ["post-restore", "analyze", "smoke test"])
