@@ -66,6 +66,9 @@ DatabaseUrl = Annotated[str | None, typer.Option(
     "--database-url", help="Target database URL (beats DATABASE_URL, POSTGRES_*, PG*, .env).")]
 EnvFile = Annotated[Path | None, typer.Option(
     "--env-file", help="Read settings from this file instead of ./.env.")]
+WorkDir = Annotated[Path | None, typer.Option(
+    "--work-dir", metavar="DIR", help="Where a compressed or zipped dump is unpacked "
+    "(default the system temp directory); its free space is checked first.")]
 Embedded = Annotated[bool, typer.Option(
     "--embedded", help="Use the embedded server in ./.restore-tool whatever is configured.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
@@ -136,9 +139,10 @@ def verify(
 
 
 @app.command("inspect")
-def inspect_dump(dump: DumpPath, pg_bin: PgBin = None, as_json: Json = False) -> int:
+def inspect_dump(dump: DumpPath, pg_bin: PgBin = None, work_dir: WorkDir = None,
+                 as_json: Json = False) -> int:
     """What is in a dump, and which pg_restore (or psql) here can read it."""
-    found = commands.inspect(dump, pg_bin or ())
+    found = commands.inspect(dump, pg_bin or (), work_dir)
     typer.echo(report.dump_json(found) if as_json else report.render_dump(found), nl=False)
     return 0
 
@@ -179,7 +183,7 @@ def restore_dump(
     scratch: Annotated[bool, typer.Option(
         "--scratch", help="Restore into a temporary embedded PostgreSQL, run every step, "
         "delete it: is this backup restorable? (creates the roles the dump needs)")] = False,
-    confirm: Confirm = None,
+    confirm: Confirm = None, work_dir: WorkDir = None,
     report_file: Annotated[Path | None, typer.Option(
         "--report", help="Also write the checklist as Markdown to this file.")] = None,
     pg_bin: PgBin = None, database_url: DatabaseUrl = None, env_file: EnvFile = None,
@@ -191,7 +195,8 @@ def restore_dump(
         no_privileges=no_privileges, no_tablespaces=no_tablespaces, server_locale=server_locale,
         with_subscriptions=with_subscriptions, migrate=migrate,
         post_sql=tuple(post_sql or ()), analyze=not no_analyze,
-        wait_connections=wait_connections, lock_wait=lock_wait, pg_bin=tuple(pg_bin or ()))
+        wait_connections=wait_connections, lock_wait=lock_wait, pg_bin=tuple(pg_bin or ()),
+        work_dir=work_dir)
     found = project.load(config_file)
     with progress.reporter() as show:
         if scratch:

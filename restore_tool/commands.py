@@ -83,10 +83,7 @@ def verify(
     def check_step(target: _Target) -> Outcome:
         planned = sequences.survey(target.conn, schemas, jobs=jobs or db.default_jobs(),
                                    connect=target.connect)
-        spare.extend((column.table_oid, f"its sequence is close to its limit ({close})")
-                     for item in planned
-                     if (close := sequences.near_limit(item.seq, item.fix, near_limit))
-                     for column in item.seq.columns)
+        spare.extend(sequences.spare(planned, near_limit))
         return sequences.check_outcome(planned, near_limit)
 
     def smoke_step(target: _Target) -> Outcome:
@@ -148,9 +145,9 @@ def restore_scratch(
                                  facts=config_facts(found), progress=progress)
 
 
-def inspect(dump: Path, pg_bin: Sequence[Path] = ()) -> Dump:
+def inspect(dump: Path, pg_bin: Sequence[Path] = (), work_dir: Path | None = None) -> Dump:
     """What a dump is and holds, and which client tool here reads it."""
-    return restoring.inspect(dump, pg_bin)
+    return restoring.inspect(dump, pg_bin, work_dir)
 
 
 def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = None,

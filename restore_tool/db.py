@@ -112,23 +112,13 @@ SELECT kind, n FROM (
    WHERE oid >= 16384 AND nspname NOT LIKE 'pg\_temp\_%' AND nspname NOT LIKE 'pg\_toast\_temp\_%'
   UNION ALL SELECT 5, 'large objects', count(*) FROM pg_largeobject_metadata
   UNION ALL SELECT 6, 'extensions', count(*) FROM pg_extension WHERE oid >= 16384
-  UNION ALL SELECT 7, 'other objects', (SELECT count(*) FROM pg_collation WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_operator WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_opfamily WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_cast WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_conversion WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_language WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_ts_config WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_ts_dict WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_foreign_data_wrapper WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_foreign_server WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_publication WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_event_trigger WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_statistic_ext WHERE oid >= 16384)
-    + (SELECT count(*) FROM pg_default_acl)
+  UNION ALL SELECT 7, 'other objects', {others} + (SELECT count(*) FROM pg_default_acl)
 ) found (rank, kind, n)
 WHERE n > 0 ORDER BY rank
-"""
+""".format(others=" + ".join(f"(SELECT count(*) FROM {catalog} WHERE oid >= 16384)" for catalog in (
+    "pg_collation", "pg_operator", "pg_opfamily", "pg_cast", "pg_conversion", "pg_language",
+    "pg_ts_config", "pg_ts_dict", "pg_foreign_data_wrapper", "pg_foreign_server",
+    "pg_publication", "pg_event_trigger", "pg_statistic_ext")))
 
 
 def user_objects(info: str) -> list[tuple[str, int]]:

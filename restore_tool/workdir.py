@@ -22,10 +22,11 @@ PREFIX = "restore-tool-"
 MARK = ".restore-tool-run"
 
 
-def new(kind: str, *, until_exit: bool = False) -> Path:
-    """A directory only this user can enter, `<tmp>/restore-tool-<kind>-…`, marked as this
-    run's; `until_exit` removes it when the process ends."""
-    folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-"))
+def new(kind: str, *, within: Path | None = None, until_exit: bool = False) -> Path:
+    """A directory only this user can enter, `restore-tool-<kind>-…` in `within` (default
+    the system temp directory), marked as this run's; `until_exit` removes it when the
+    process ends."""
+    folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{kind}-", dir=within))
     (folder / MARK).write_text(json.dumps({
         "pid": os.getpid(), "host": socket.gethostname(),
         "started": f"{datetime.now():%Y-%m-%d %H:%M:%S}"}))
@@ -35,9 +36,9 @@ def new(kind: str, *, until_exit: bool = False) -> Path:
 
 
 @contextmanager
-def made(kind: str) -> Iterator[Path]:
+def made(kind: str, within: Path | None = None) -> Iterator[Path]:
     """`new(kind)`, removed with all it holds when the block ends, however it ends."""
-    folder = new(kind)
+    folder = new(kind, within=within)
     try:
         yield folder
     finally:

@@ -4,8 +4,9 @@ database and leaves the target as it was. `inspect(path)` is `restore-tool inspe
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack, closing
+from contextlib import AbstractContextManager, ExitStack, closing
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -26,10 +27,17 @@ from .state import Options as Options
 from .state import Run, maintenance
 
 
-def inspect(path: Path, pg_bin: Sequence[Path] = ()) -> Dump:
+def inspect(path: Path, pg_bin: Sequence[Path] = (), work_dir: Path | None = None) -> Dump:
     """What a dump is and holds, and which client tool reads it."""
-    with workdir.made("work") as work, archive.opened(path, work, pg_bin) as (dump, _):
+    with _work(work_dir) as work, archive.opened(path, work, pg_bin) as (dump, _):
         return dump
+
+
+def _work(within: Path | None) -> AbstractContextManager[Path]:
+    """The run's work directory, in `within` (--work-dir) or the system temp directory."""
+    if within is not None and not (within.is_dir() and os.access(within, os.W_OK | os.X_OK)):
+        raise BadInput(f"--work-dir {within} is not a directory this user can write in.")
+    return workdir.made("work", within)
 
 
 def run(settings: Settings, path: Path, options: Options = Options(), *,
@@ -39,7 +47,7 @@ def run(settings: Settings, path: Path, options: Options = Options(), *,
     target's lock throughout; on Ctrl-C or SIGTERM (raised as KeyboardInterrupt) drops what
     this run created and raises Interrupted saying so. Policy (protected targets, which
     options go together) is `commands.restore`'s."""
-    with workdir.made("work") as work, ExitStack() as stack:
+    with _work(options.work_dir) as work, ExitStack() as stack:
         state = Run(settings, path, options, smoke_plan, progress, work, stack)
         state.facts_given = list(facts)
         state.info = db.target_info(settings)
@@ -243,7 +251,10 @@ def _smoke(state: Run) -> Outcome:
     if state.smoke is None:
         return Outcome(Status.SKIPPED, "--no-smoke")
     with closing(db.connect(state.into_info)) as conn:
-        return smoke.step(conn, lambda: db.connect(state.into_info), state.smoke, state.jobs)
+        near = sequences.spare(sequences.survey(conn, jobs=state.jobs, connect=lambda: db.connect(
+            state.into_info)))
+        return smoke.step(conn, lambda: db.connect(state.into_info),
+                          replace(state.smoke, spare=tuple(near)), state.jobs)
 
 
 def _verify(state: Run) -> Outcome:

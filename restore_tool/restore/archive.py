@@ -172,6 +172,7 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
         yield inspect(path, inner or path, None, extra_bins), inner or path
         return
     target = workdir / (path.name + ".unwrapped")
+    check_room(path, workdir, unwrapped_size(path, wrapper))
     if wrapper == "gzip":
         try:
             with gzip.open(path, "rb") as source, target.open("wb") as out:
@@ -191,6 +192,48 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
     yield inspect(path, target, wrapper, extra_bins), target
 
 
+def unwrapped_size(path: Path, wrapper: str) -> int | None:
+    """How large `path` is once decompressed, as its own header or trailer says: gzip's
+    ISIZE (the size modulo 4 GiB: trusted when not below the compressed size), the content
+    size of a zstd or lz4 frame when written; None when the file does not say."""
+    with path.open("rb") as handle:
+        head = handle.read(18)
+        if wrapper == "gzip":
+            handle.seek(-4, 2)
+            size = int.from_bytes(handle.read(4), "little")
+            return size if size >= path.stat().st_size else None
+    if wrapper == "zstd" and len(head) >= 6:
+        descriptor = head[4]
+        single, dictionary, fcs = descriptor & 0x20, descriptor & 0x03, descriptor >> 6
+        width = {0: 1 if single else 0, 1: 2, 2: 4, 3: 8}[fcs]
+        start = 5 + (0 if single else 1) + {0: 0, 1: 1, 2: 2, 3: 4}[dictionary]
+        if not width or len(head) < start + width:
+            return None
+        return int.from_bytes(head[start:start + width], "little") + (256 if width == 2 else 0)
+    if wrapper == "lz4" and len(head) >= 14 and head[4] & 0x08:
+        return int.from_bytes(head[6:14], "little")
+    return None
+
+
+def check_room(path: Path, folder: Path, needed: int | None) -> None:
+    """One sentence, before writing, when `folder` has less free space than `needed`."""
+    if needed is None:
+        return
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise BadInput(f"Unpacking {path.name} needs {_size(needed)} in {folder.parent}, which "
+                       f"has {_size(free)} free.", "Free space there, or choose another place "
+                       "with --work-dir DIR.")
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
 def _directory_in_tar(path: Path, workdir: Path) -> Path | None:
     """A tar (or zip) holding a directory-format dump, as dvdrental.tar is often passed
     around: unpacked into `workdir`, the folder with its toc.dat. None for anything else, a
@@ -202,12 +245,14 @@ def _directory_in_tar(path: Path, workdir: Path) -> Path | None:
             names = archive.namelist()
             toc = _nested_toc(names)
             if toc is not None:
+                check_room(path, workdir, sum(info.file_size for info in archive.infolist()))
                 archive.extractall(workdir / "unpacked")
     elif tarfile.is_tarfile(path):
         with tarfile.open(path) as archive:
             names = archive.getnames()
             toc = _nested_toc(names)
             if toc is not None:
+                check_room(path, workdir, sum(member.size for member in archive.getmembers()))
                 archive.extractall(workdir / "unpacked", filter="data")
     else:
         return None

@@ -38,6 +38,7 @@ class Options:
     analyze: bool = True
     wait_connections: float | None = None  # seconds for sessions to leave; None: end them
     lock_wait: float = 30.0  # seconds the swap waits for locks on the target
+    work_dir: Path | None = None  # where an unwrapped dump goes (default the temp directory)
     pg_bin: tuple[Path, ...] = ()
 
 

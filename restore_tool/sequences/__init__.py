@@ -351,6 +351,14 @@ def repair_outcome(fixes: Sequence[SequenceFix], *, dry_run: bool = False) -> Ou
     return Outcome(_repair_status(fixes), repair_summary(fixes, dry_run=dry_run), tuple(fixes))
 
 
+def spare(planned: Sequence[Planned], near: float = NEAR_LIMIT) -> list[tuple[int, str]]:
+    """The tables a smoke insert must leave alone, by OID, with the reason: a sequence that
+    feeds them has less than `near` of its range left, and nextval is not rolled back."""
+    return [(column.table_oid, f"its sequence is close to its limit ({close})")
+            for item in planned if (close := near_limit(item.seq, item.fix, near))
+            for column in item.seq.columns]
+
+
 def check_outcome(planned: Sequence[Planned], near: float = NEAR_LIMIT) -> Outcome:
     """The check step's verdict: failed if any sequence lags its data; a warning naming
     each that has less than `near` of its range left, and the fix."""

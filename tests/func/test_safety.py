@@ -4,6 +4,7 @@ then killed), each on a real server."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -33,7 +34,7 @@ from tests.func.test_faults import (  # noqa: F401 (slow_dump: a fixture)
     _until,
     slow_dump,
 )
-from tests.helpers import databases, dbname, execute, row_counts, scalar, settings
+from tests.helpers import databases, dbname, execute, pg_dump, row_counts, scalar, settings
 from tests.servers import NewDatabases, Server, standby
 
 PRECIOUS = "CREATE TABLE precious (id int); INSERT INTO precious SELECT generate_series(1, 500)"
@@ -302,6 +303,24 @@ def test_verify_warns_of_a_sequence_near_its_limit_and_spares_its_last_values(
     assert scalar(target, "SELECT max(id) FROM ticket") == 32767
 
 
+def test_restore_spares_a_table_whose_sequence_is_near_its_limit(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
+    """Restore's own smoke step: the restored smallserial keeps its last value for the
+    application, as verify's does."""
+    source = new_database("rt_near_src")
+    execute(source, "CREATE TABLE ticket (id smallserial PRIMARY KEY, note text); "
+                    "INSERT INTO ticket (id) VALUES (32766); "
+                    "SELECT setval('ticket_id_seq', 32766)")
+    dump = pg_dump(source, tmp_path, "custom")
+    target = new_database("rt_near_dst", create=False)
+    result = commands.restore(settings(target, tmp_path), dump)
+    assert result.exit_code == 0, report.render(result)
+    assert "ticket: its sequence is close to its limit" in \
+        _step(result, StepName.SMOKE_TEST).summary
+    execute(target, "INSERT INTO ticket (note) VALUES ('the application')")
+    assert scalar(target, "SELECT max(id) FROM ticket") == 32767
+
+
 @pytest.mark.parametrize("command", ["restore", "inspect"])
 def test_a_database_url_given_as_the_dump_is_refused_without_echoing_it(
         main_server: Server, command: str) -> None:
@@ -494,3 +513,34 @@ def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cl
     assert code == 0 and f'dropped "{scratch}"' in out, out + err
     assert databases(main_server, f"{dbname(target)}_restoring_%") == []
     assert row_counts(target) == {"precious": 500}
+
+
+def test_an_unwrapped_dump_goes_to_the_work_dir_when_it_has_room(
+        new_database: NewDatabases, tmp_path: Path) -> None:
+    forged = tmp_path / "huge.dump.zst"  # a zstd frame whose header claims 1 PiB
+    forged.write_bytes(b"\x28\xb5\x2f\xfd\xe0" + (2 ** 50).to_bytes(8, "little") + b"x" * 64)
+    code, _, err = _finish(_cli("inspect", str(forged), "--work-dir", str(tmp_path)))
+    assert code == 2 and "Traceback" not in err
+    assert f"error: Unpacking huge.dump.zst needs 1024.0 TiB in {tmp_path}, which has" in err
+    assert "choose another place with --work-dir DIR" in err
+    code, _, err = _finish(_cli("inspect", str(SAMPLE), "--work-dir", str(tmp_path / "no")))
+    assert code == 2 and f"--work-dir {tmp_path / 'no'} is not a directory" in err
+    packed, work = tmp_path / "sample.dump.gz", tmp_path / "work"
+    packed.write_bytes(gzip.compress(SAMPLE.read_bytes()))
+    work.mkdir()
+    target = new_database("rt_workdir", create=False)
+    seen: list[Path] = []
+    real = restoring.preflight
+
+    def preflight_noting_the_work_dir(state: Run) -> Outcome:
+        outcome = real(state)
+        seen.extend(state.work.iterdir())
+        return outcome
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(restoring, "preflight", preflight_noting_the_work_dir)
+        result = commands.restore(settings(target, tmp_path), packed,
+                                  commands.Options(work_dir=work))
+    assert result.exit_code == 0, report.render(result)
+    assert [p.name for p in seen] == [".restore-tool-run", "sample.dump.gz.unwrapped"]
+    assert all(p.parent.parent == work for p in seen) and list(work.iterdir()) == []
