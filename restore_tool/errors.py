@@ -40,7 +40,7 @@ class ConfigError(RestoreToolError):
 
 
 class BadInput(RestoreToolError):
-    """Input we will not work with: a file that is no dump, a target that already has data."""
+    """Input we will not work with: a file that is no dump, a target that is not empty."""
 
     exit_code = ExitCode.USAGE
 
