@@ -229,13 +229,18 @@ def cleanup(
     older_than: Annotated[float | None, typer.Option(
         "--older-than", metavar="DAYS", min=0, help="Drop the target's old copies replaced "
         "more than DAYS days ago.")] = None,
+    work_dir: Annotated[Path | None, typer.Option(
+        "--work-dir", metavar="DIR", help="Also look here for killed runs' directories (the "
+        "--work-dir they were given).")] = None,
     confirm: Confirm = None, config_file: ConfigFile = None,
     database_url: DatabaseUrl = None, env_file: EnvFile = None,
     use_embedded: Embedded = False) -> int:
     """Drop what killed runs left on the server (scratch databases they marked as theirs)
-    and, with --keep or --older-than, the target's old copies."""
+    and on this machine (their directories in the temp directory and --work-dir, a --scratch
+    server in one stopped first) and, with --keep or --older-than, the target's old copies."""
     for line in commands.cleanup(_settings(database_url, env_file, use_embedded),
                                  dry_run=dry_run, keep=keep, older_than=older_than,
+                                 work_dir=work_dir,
                                  confirm=confirm, project=project.load(config_file)):
         typer.echo(line)
     return 0

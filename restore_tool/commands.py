@@ -151,7 +151,8 @@ def inspect(dump: Path, pg_bin: Sequence[Path] = (), work_dir: Path | None = Non
 
 
 def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = None,
-            older_than: float | None = None, confirm: str | None = None,
+            older_than: float | None = None, work_dir: Path | None = None,
+            confirm: str | None = None,
             project: Project | None = None) -> list[str]:
     """`restore-tool cleanup`: drop what dead runs left on the target's server (the
     databases they marked as theirs), and the target's old copies beyond the newest `keep`
@@ -163,7 +164,7 @@ def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = Non
     name = dbname(info)
     with db.target_lock(info, "cleanup"), closing(db.connect(maintenance(info))) as conn:
         lines = leftovers.cleanup(conn, name, dry_run=dry_run, keep=keep, older_than=older_than)
-    for left in workdir.dead():  # a killed run's unwrapped dump, --scratch server, service file
+    for left in workdir.dead(work_dir):  # a killed run's unwrapped dump, scratch server, …
         if not dry_run:
             workdir.remove(left, embedded.bin_dir() / "pg_ctl")
         lines.append(f"{'would remove' if dry_run else 'removed'} {left}")

@@ -77,7 +77,9 @@ def mask(info: str) -> str:
 
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*):[^@\s]*@")
-_KV_PASSWORD = re.compile(r"((?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)",
+# in a URL's query a value ends at & (percent-encoded inside); in key=value form at a space
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&\s#]*", re.IGNORECASE)
+_KV_PASSWORD = re.compile(r"((?<![?&\w])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)",
                           re.IGNORECASE)
 
 
@@ -87,6 +89,7 @@ def scrub(text: str, password: str | None = None) -> str:
     if password:
         text = text.replace(password, "***")
     text = _URL_PASSWORD.sub(r"\1:***@", text)
+    text = _QUERY_PASSWORD.sub(r"\1***", text)
     return _KV_PASSWORD.sub(r"\1***", text)
 
 

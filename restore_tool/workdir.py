@@ -69,10 +69,12 @@ class Left:
         return f"{self.path} (left by pid {self.pid}, started {self.started}{running})"
 
 
-def dead() -> list[Left]:
-    """The marked directories in the temp directory whose run (on this host) is gone."""
+def dead(within: Path | None = None) -> list[Left]:
+    """The marked directories whose run (on this host) is gone: in the system temp directory
+    and in `within` (a --work-dir)."""
     found = []
-    for folder in sorted(Path(tempfile.gettempdir()).glob(f"{PREFIX}*")):
+    places = {Path(tempfile.gettempdir()), *([within] if within is not None else [])}
+    for folder in sorted(f for place in places for f in place.glob(f"{PREFIX}*")):
         try:
             fields = json.loads((folder / MARK).read_text())
             pid, host, started = int(fields["pid"]), str(fields["host"]), str(fields["started"])

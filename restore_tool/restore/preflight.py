@@ -50,7 +50,7 @@ def preflight(state: Run) -> Outcome:
         raise BadInput(f"Nothing can be restored: {read_only}.", "Restore into the primary, "
                        "as a role whose sessions may write (ALTER ROLE or ALTER DATABASE "
                        "... RESET default_transaction_read_only).")
-    folders = workdir.dead()
+    folders = workdir.dead(options.work_dir)
     if folders:
         state.facts_given.append(("Left on this machine", "; ".join(map(str, folders)) +
                                   ": `restore-tool cleanup` stops and removes them"))

@@ -275,6 +275,7 @@ def test_the_password_shows_nowhere_during_a_restore(
     key_password = f"key-{password}"
     url = password_url(main_server, role, password, target) + f"&sslpassword={key_password}"
     report = tmp_path / "report.md"
+    services = set(Path(tempfile.gettempdir()).glob("restore-tool-service-*"))
     args = ["restore", str(slow_dump), "--database-url", url, "--no-owner", "--json",
             "--report", str(report)]
     process = (subprocess.Popen([sys.executable, "-c", _LEAKY, *args], text=True,
@@ -290,6 +291,8 @@ def test_the_password_shows_nowhere_during_a_restore(
     for text in (out, err, report.read_text()):
         assert password not in text  # nor key_password, which holds it
     assert "sslpassword=***" in report.read_text()
+    # the service file that carried it went with the run
+    assert set(Path(tempfile.gettempdir()).glob("restore-tool-service-*")) == services
 
 
 def test_a_report_that_cannot_be_written_is_one_sentence(target: str) -> None:

@@ -544,3 +544,34 @@ def test_an_unwrapped_dump_goes_to_the_work_dir_when_it_has_room(
     assert result.exit_code == 0, report.render(result)
     assert [p.name for p in seen] == [".restore-tool-run", "sample.dump.gz.unwrapped"]
     assert all(p.parent.parent == work for p in seen) and list(work.iterdir()) == []
+
+
+def test_a_killed_runs_work_dir_is_found_where_it_was_put(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path,
+        slow_dump: Path) -> None:  # noqa: F811 (the fixture)
+    """SIGKILL mid-load of a gzip dump unpacked into --work-dir: the unpacked copy stays; the
+    next run and cleanup find it there (and cleanup drops the scratch database too)."""
+    packed, work = tmp_path / "slow.dump.gz", tmp_path / "work"
+    packed.write_bytes(gzip.compress(slow_dump.read_bytes(), compresslevel=1))
+    work.mkdir()
+    target = new_database("rt_killed_work")
+    execute(target, PRECIOUS)
+    process = _cli("restore", str(packed), "--database-url", target, "--replace",
+                   "--work-dir", str(work))
+    _until(lambda: any("_restoring_" in line for line in _processes_running("pg_restore")))
+    for child in psutil.Process(process.pid).children(recursive=True):
+        child.kill()
+    process.kill()
+    _finish(process)
+    (left,) = work.iterdir()
+    assert (left / "slow.dump.gz.unwrapped").exists()
+    code, out, err = _finish(_cli("cleanup", "--dry-run", "--database-url", target))
+    assert code == 0 and str(left) not in out, out + err  # not where it was put
+    result = commands.restore(settings(target, tmp_path), SAMPLE, commands.Options(
+        replace=True, drop_old=True, work_dir=work))
+    assert result.exit_code == 0, report.render(result)
+    assert f"{left} (left by pid {process.pid}" in dict(result.facts)["Left on this machine"]
+    code, out, err = _finish(_cli("cleanup", "--work-dir", str(work), "--database-url", target))
+    assert code == 0 and f"removed {left} (left by pid {process.pid}" in out, out + err
+    assert "dropped" in out and list(work.iterdir()) == []
+    assert databases(main_server, f"{dbname(target)}_restoring_%") == []

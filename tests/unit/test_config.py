@@ -117,7 +117,10 @@ def test_mask(conninfo: str, shown: str) -> None:
 def test_scrub_removes_passwords_in_every_spelling() -> None:
     assert scrub("postgresql://u:hunter2@h/db failed") == "postgresql://u:***@h/db failed"
     assert scrub("password=hunter2 host=h") == "password=*** host=h"
-    assert scrub("sslpassword=hunter2&x=1") == "sslpassword=***&x=1"
+    assert scrub("postgresql://h/d?sslpassword=hunter2&x=1") == \
+        "postgresql://h/d?sslpassword=***&x=1"
+    assert scrub("host=h password=p&ss sslpassword=k&y") == \
+        "host=h password=*** sslpassword=***"
     assert scrub("it was hunter2", "hunter2") == "it was ***"
 
 

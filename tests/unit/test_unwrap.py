@@ -7,10 +7,12 @@ import gzip
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from restore_tool.errors import BadInput
+from restore_tool.restore import archive
 from restore_tool.restore.archive import check_room, unwrapped_size
 
 DATA = bytes(range(256)) * 4000  # 1,024,000 bytes
@@ -54,3 +56,23 @@ def test_too_little_room_is_one_sentence_before_anything_is_written(tmp_path: Pa
     assert "--work-dir" in str(raised.value.hint)
     assert list(work.iterdir()) == []
     check_room(tmp_path / "small.dump.gz", work, 1024)  # room enough: nothing said
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar"])
+def test_a_zipped_or_tarred_directory_dump_needs_the_room_of_its_members(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """dvdrental.zip style: the members' stated sizes, summed, against the free space (the
+    disk's answer is replaced: a full disk cannot be made here without root)."""
+    folder = tmp_path / "src" / "dvdrental"
+    folder.mkdir(parents=True)
+    (folder / "toc.dat").write_bytes(b"\0" * 10_240)
+    (folder / "3001.dat").write_bytes(b"\1" * 51_200)
+    packed = Path(shutil.make_archive(str(tmp_path / "dvdrental"), kind, tmp_path / "src"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: SimpleNamespace(free=1000))
+    refused = pytest.raises(BadInput, match=rf"^Unpacking {packed.name} needs 60.0 KiB in "
+                            rf"{tmp_path}, which has 1000 bytes free\.")
+    with refused, archive.opened(packed, work):
+        pass
+    assert list(work.iterdir()) == []
