@@ -476,13 +476,13 @@ def _waiting(server: Server, query: str) -> bool:
                        "wait_event_type = 'Lock' AND query ILIKE %s", (query,)))
 
 
-@pytest.mark.parametrize("step", ["post-restore", "analyze", "smoke test"])
+@pytest.mark.parametrize("step", ["post-restore", "repair sequences", "analyze", "smoke test"])
 def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cleanup_drops(
         main_server: Server, new_database: NewDatabases, step: str) -> None:
-    """SIGKILL (the tool and its children) while the hook runs, while ANALYZE or a smoke
-    insert waits on a lock another session holds in the scratch database: the target keeps
-    its data and takes connections; the scratch database stays, and cleanup drops it. (Mid-load
-    and mid-swap are the tests above.)"""
+    """SIGKILL (the tool and its children) while the hook runs, or while measuring sequences,
+    ANALYZE or a smoke insert waits on a lock another session holds in the scratch database:
+    the target keeps its data and takes connections; the scratch database stays, and cleanup
+    drops it. (Mid-load and mid-swap are the tests above.)"""
     target = new_database("rt_kill_step")
     execute(target, PRECIOUS)
     hook = {"post-restore": "sleep 60"}.get(step, "sleep 2")
@@ -496,9 +496,10 @@ def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cl
         if step != "post-restore":  # the load is done: block the step that comes
             (scratch,) = databases(main_server, f"{dbname(target)}_restoring_%")
             holder = psycopg.connect(main_server.database(scratch))
-            holder.execute('LOCK TABLE "user" IN EXCLUSIVE MODE')
-            _until(lambda: _waiting(main_server, "ANALYZE%" if step == "analyze"
-                                    else "%INSERT INTO%"), timeout=30)
+            mode = "ACCESS EXCLUSIVE" if step == "repair sequences" else "EXCLUSIVE"
+            holder.execute(f'LOCK TABLE "user" IN {mode} MODE')  # ACCESS EXCLUSIVE stops max()
+            _until(lambda: _waiting(main_server, {"repair sequences": "%", "analyze": "ANALYZE%"}
+                                    .get(step, "%INSERT INTO%")), timeout=30)
         for child in psutil.Process(process.pid).children(recursive=True):
             child.kill()
         process.kill()
