@@ -168,7 +168,7 @@ def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = Non
         if not dry_run:
             workdir.remove(left, embedded.bin_dir() / "pg_ctl")
         lines.append(f"{'would remove' if dry_run else 'removed'} {left}")
-    return [line for line in lines if line != leftovers.NOTHING] or [leftovers.NOTHING]
+    return lines or ["nothing to clean up"]
 
 
 def target_url(settings: Settings) -> str:

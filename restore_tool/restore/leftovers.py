@@ -108,10 +108,11 @@ def cleanup(conn: Connection, target: str, *, dry_run: bool, keep: int | None,
     """`restore-tool cleanup`: drop the leftovers of dead runs (by OID: a database that lost
     its mark or its name since is left alone), and of `target`'s old copies those beyond the
     newest `keep` or older than `older_than` days (none unless one is given). One line per
-    database, saying what was (or, with `dry_run`, would be) done."""
+    database, saying what was (or, with `dry_run`, would be) done. The caller holds the
+    target's lock, so no run for it elsewhere is alive."""
     lines = []
     verb = "would drop" if dry_run else "dropped"
-    for left in dead(conn):
+    for left in dead(conn, running_for=target):
         if not dry_run and db.database_name(conn, left.oid) != left.name:
             lines.append(f"left {left}: it changed since it was listed")
             continue
@@ -129,7 +130,4 @@ def cleanup(conn: Connection, target: str, *, dry_run: bool, keep: int | None,
             lines.append(f"{verb} {about}")
         else:
             lines.append(f"kept {about}")
-    return lines or [NOTHING]
-
-
-NOTHING = "nothing to clean up"
+    return lines

@@ -47,9 +47,10 @@ def preflight(state: Run) -> Outcome:
         with closing(db.connect(state.info)) as conn:  # the load writes in the target itself
             read_only = db.why_read_only(conn)
     if read_only:
-        raise BadInput(f"Nothing can be restored: {read_only}.", "Restore into the primary, "
-                       "as a role whose sessions may write (ALTER ROLE or ALTER DATABASE "
-                       "... RESET default_transaction_read_only).")
+        raise BadInput(f"Nothing can be restored: {read_only}.", "Restore into the primary."
+                       if "standby" in read_only else "Restore as a role whose sessions may "
+                       "write, or RESET default_transaction_read_only where it is set (ALTER "
+                       "ROLE or ALTER DATABASE).")
     folders = workdir.dead(options.work_dir)
     if folders:
         state.facts_given.append(("Left on this machine", "; ".join(map(str, folders)) +

@@ -369,7 +369,12 @@ def test_a_signal_while_the_scratch_server_starts_stops_it_and_deletes_its_direc
     ("CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42'", "1 functions"),
     ("CREATE TYPE mood AS ENUM ('ok')", "1 types"),
     ("CREATE SCHEMA app", "1 schemas"),
-], ids=["large object", "function", "type", "schema"])
+    ("CREATE OPERATOR === (LEFTARG = int, RIGHTARG = int, FUNCTION = int4eq)",
+     "1 other objects"),
+    ("CREATE PUBLICATION everything FOR ALL TABLES", "1 other objects"),
+    ("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC", "1 other objects"),
+], ids=["large object", "function", "type", "schema", "operator", "publication",
+        "default privileges"])
 def test_a_database_holding_any_user_object_is_not_empty(
         new_database: NewDatabases, tmp_path: Path, made: str, held: str) -> None:
     """Before: only tables counted; a database of large objects or functions was loaded into
@@ -382,7 +387,7 @@ def test_a_database_holding_any_user_object_is_not_empty(
     assert f"is not empty (it holds {held})" in preflight.summary
     assert row_counts(target) == {}  # none of the dump's tables
     assert scalar(target, "SELECT count(*) FROM pg_proc WHERE proname = 'answer'") == (
-        1 if "FUNCTION" in made else 0)
+        1 if made.startswith("CREATE FUNCTION") else 0)
 
 
 def test_a_failed_load_into_an_empty_target_names_what_it_left_there(
@@ -429,6 +434,21 @@ def test_a_read_only_role_is_refused_before_anything_is_written(
         execute(main_server.conninfo, f'DROP ROLE "{role}"')
 
 
+def test_a_target_whose_own_setting_makes_it_read_only_is_refused(
+        new_database: NewDatabases, tmp_path: Path) -> None:
+    """The dump's ALTER DATABASE … SET default_transaction_read_only = on, left by an earlier
+    failed load, or set by hand: the maintenance database writes, the target does not."""
+    target = new_database("rt_db_readonly")
+    execute(target, f'ALTER DATABASE "{dbname(target)}" SET default_transaction_read_only = on')
+    result = commands.restore(settings(target, tmp_path), SAMPLE)
+    preflight = _step(result, StepName.PREFLIGHT)
+    assert preflight.summary.startswith(
+        f'Nothing can be restored: sessions of role "postgres" in "{dbname(target)}" are '
+        "read-only (default_transaction_read_only = on, the database's setting). Restore as "
+        "a role whose sessions may write"), report.render(result)
+    assert row_counts(target) == {}
+
+
 def test_a_hot_standby_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     with standby(tmp_path) as (primary, replica):
         execute(primary.conninfo, "CREATE DATABASE shop")
@@ -437,7 +457,7 @@ def test_a_hot_standby_is_refused_before_anything_is_written(tmp_path: Path) -> 
         preflight = _step(result, StepName.PREFLIGHT)
         assert preflight.summary.startswith(
             "Nothing can be restored: the server is a hot standby (in recovery): it takes no "
-            "writes."), report.render(result)
+            "writes. Restore into the primary."), report.render(result)
         assert '"shop" was not changed.' in report.render(result)
 
 
@@ -576,3 +596,21 @@ def test_a_killed_runs_work_dir_is_found_where_it_was_put(
     assert code == 0 and f"removed {left} (left by pid {process.pid}" in out, out + err
     assert "dropped" in out and list(work.iterdir()) == []
     assert databases(main_server, f"{dbname(target)}_restoring_%") == []
+
+
+def test_cleanup_drops_a_leftover_another_host_left_for_its_target(
+        main_server: Server, new_database: NewDatabases) -> None:
+    """A run on another machine is alive only while it holds its target's lock; cleanup holds
+    that lock itself, so another host's leftover for the same target is dead, not alive."""
+    target = new_database("rt_other_host")
+    left = f"{dbname(target)}_restoring_20261201_101010_abc123"
+    execute(main_server.conninfo, f'CREATE DATABASE "{left}"')
+    description = "restore-tool run " + json.dumps({
+        "target": dbname(target), "pid": 4242, "host": "ci-runner-7",
+        "started": "2026-12-01T10:10:10"})
+    execute(main_server.conninfo, psycopg.sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+        psycopg.sql.Identifier(left), psycopg.sql.Literal(description)).as_string())
+    code, out, err = _finish(_cli("cleanup", "--database-url", target))
+    assert code == 0 and f'dropped "{left}" (left by a run for "{dbname(target)}", pid 4242 ' \
+        "on ci-runner-7" in out, out + err
+    assert databases(main_server, left) == []
