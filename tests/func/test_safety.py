@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from restore_tool import commands, report
+from restore_tool import commands, project, report
 from restore_tool import restore as restoring
 from restore_tool.pipeline import Outcome, Report, StepName, StepResult
 from restore_tool.restore import swap
@@ -299,6 +299,13 @@ def test_verify_warns_of_a_sequence_near_its_limit_and_spares_its_last_values(
         in check.summary, check.summary
     assert "ticket: its sequence is close to its limit" in \
         _step(result, StepName.SMOKE_TEST).summary
+    config = tmp_path / "restore-tool.toml"  # a configured row for it is left alone too
+    config.write_text('automatic_smoke = false\n[[smoke]]\ntable = "ticket"\n'
+                      '[smoke.values]\nnote = "smoke"\n')
+    result = commands.verify(settings(target, tmp_path), project=project.load(config))
+    smoked = _step(result, StepName.SMOKE_TEST)
+    assert smoked.status.value == "warning" and "ticket: its sequence is close to its " \
+        "limit" in smoked.summary, report.render(result)
     execute(target, "INSERT INTO ticket (note) VALUES ('the application')")  # the last value
     assert scalar(target, "SELECT max(id) FROM ticket") == 32767
 
@@ -496,18 +503,62 @@ def _waiting(server: Server, query: str) -> bool:
                        "wait_event_type = 'Lock' AND query ILIKE %s", (query,)))
 
 
-@pytest.mark.parametrize("step", ["post-restore", "repair sequences", "analyze", "smoke test"])
+# The check step's connections are the run's only read-only ones: a login event trigger
+# (PostgreSQL 17+) holds exactly those.
+_READ_ONLY_GATE = """
+CREATE FUNCTION rt_gate() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('default_transaction_read_only') = 'on' THEN PERFORM pg_sleep(60); END IF;
+END $$;
+CREATE EVENT TRIGGER rt_gate ON login EXECUTE FUNCTION rt_gate();
+"""
+
+
+def _block(server: Server, step: str, scratch: str) -> psycopg.Connection:
+    """A session that makes `step` of the run wait, and the wait begun: a table lock for the
+    steps that read or write rows, a login trigger for the check's read-only connections, and
+    an uncommitted setting of the same database for database settings (the run's ALTER
+    DATABASE … SET waits on its pg_db_role_setting row)."""
+    if step == "database settings":
+        holder = psycopg.connect(server.conninfo)
+        holder.execute(f'ALTER DATABASE "{scratch}" SET work_mem = \'5MB\'')
+        _until(lambda: _waiting(server, "ALTER DATABASE % SET %"), timeout=30)
+        return holder
+    holder = psycopg.connect(server.database(scratch), autocommit=step == "check sequences")
+    if step == "check sequences":
+        holder.execute(_READ_ONLY_GATE)
+        _until(lambda: bool(scalar(server.conninfo, "SELECT count(*) FROM pg_stat_activity "
+                                   "WHERE datname = %s AND wait_event = 'PgSleep'",
+                                   (scratch,))), timeout=30)
+        return holder
+    mode = "ACCESS EXCLUSIVE" if step == "repair sequences" else "EXCLUSIVE"
+    holder.execute(f'LOCK TABLE "user" IN {mode} MODE')  # ACCESS EXCLUSIVE stops max()
+    _until(lambda: _waiting(server, {"repair sequences": "%", "analyze": "ANALYZE%"}
+                            .get(step, "%INSERT INTO%")), timeout=30)
+    return holder
+
+
+@pytest.mark.parametrize("step", ["post-restore", "repair sequences", "analyze", "smoke test",
+                                  "check sequences", "database settings"])
 def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cleanup_drops(
-        main_server: Server, new_database: NewDatabases, step: str) -> None:
-    """SIGKILL (the tool and its children) while the hook runs, or while measuring sequences,
-    ANALYZE or a smoke insert waits on a lock another session holds in the scratch database:
-    the target keeps its data and takes connections; the scratch database stays, and cleanup
-    drops it. (Mid-load and mid-swap are the tests above.)"""
+        main_server: Server, new_database: NewDatabases, tmp_path: Path, step: str) -> None:
+    """SIGKILL (the tool and its children) while the hook runs, or while a later step waits
+    on another session (see _block): the target keeps its data and takes connections; the
+    scratch database stays, and cleanup drops it, even one that already holds the dump's
+    settings; the next restore names it first. (Mid-load and mid-swap are the tests above.)"""
+    if step == "check sequences" and main_server.version < 17:
+        pytest.skip("login event triggers are PostgreSQL 17+")
+    dump = SAMPLE
+    if step == "database settings":  # a dump that carries some
+        source = new_database("rt_kill_source")
+        assert commands.restore(settings(source, tmp_path), SAMPLE).exit_code == 0
+        execute(source, f'ALTER DATABASE "{dbname(source)}" SET work_mem = \'7MB\'')
+        dump = pg_dump(source, tmp_path, "custom")
     target = new_database("rt_kill_step")
     execute(target, PRECIOUS)
     hook = {"post-restore": "sleep 60"}.get(step, "sleep 2")
     extra = ["--no-analyze"] if step == "smoke test" else []
-    process = _cli("restore", str(SAMPLE), "--database-url", target, "--replace",
+    process = _cli("restore", str(dump), "--database-url", target, "--replace",
                    "--migrate", hook, *extra)
     _until(lambda: any(line.split()[0].endswith("/sleep")  # the hook, not our command line
                        for line in _processes_running(hook)), timeout=60)
@@ -515,11 +566,7 @@ def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cl
     try:
         if step != "post-restore":  # the load is done: block the step that comes
             (scratch,) = databases(main_server, f"{dbname(target)}_restoring_%")
-            holder = psycopg.connect(main_server.database(scratch))
-            mode = "ACCESS EXCLUSIVE" if step == "repair sequences" else "EXCLUSIVE"
-            holder.execute(f'LOCK TABLE "user" IN {mode} MODE')  # ACCESS EXCLUSIVE stops max()
-            _until(lambda: _waiting(main_server, {"repair sequences": "%", "analyze": "ANALYZE%"}
-                                    .get(step, "%INSERT INTO%")), timeout=30)
+            holder = _block(main_server, step, scratch)
         for child in psutil.Process(process.pid).children(recursive=True):
             child.kill()
         process.kill()
@@ -530,10 +577,16 @@ def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cl
     assert row_counts(target) == {"precious": 500}
     (scratch,) = databases(main_server, f"{dbname(target)}_restoring_%")
     assert databases(main_server, f"{dbname(target)}_old_%") == []
+    result = commands.restore(settings(target, tmp_path), SAMPLE, commands.Options(
+        replace=True))  # the next run names what the killed one left
+    assert result.exit_code == 0, report.render(result)
+    assert f'"{scratch}" (left by a run for "{dbname(target)}", pid {process.pid} on ' \
+        in dict(result.facts)["Leftovers"], result.facts
     code, out, err = _finish(_cli("cleanup", "--database-url", target))
     assert code == 0 and f'dropped "{scratch}"' in out, out + err
     assert databases(main_server, f"{dbname(target)}_restoring_%") == []
-    assert row_counts(target) == {"precious": 500}
+    assert row_counts(target)["user"] == 16 and len(databases(
+        main_server, f"{dbname(target)}_old_%")) == 1  # the killed run's target, kept
 
 
 def test_an_unwrapped_dump_goes_to_the_work_dir_when_it_has_room(
