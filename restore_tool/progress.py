@@ -17,7 +17,10 @@ PLAIN_EVERY = 5.0  # seconds between plain lines
 
 
 @contextmanager
-def reporter() -> Iterator[Callback]:
+def reporter(quiet: bool = False) -> Iterator[Callback]:
+    if quiet:
+        yield lambda _done, _total, _label: None
+        return
     if sys.stderr.isatty():
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn())

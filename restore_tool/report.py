@@ -62,7 +62,16 @@ def render_dump(dump: Dump) -> str:
 
 
 def dump_json(dump: Dump) -> str:
-    return json.dumps(dump.as_dict()) + "\n"
+    """`inspect --json`: the envelope of every report, the dump's facts under "dump"."""
+    return json.dumps({"ok": True, "command": "inspect", "exit_code": 0,
+                       "dump": dump.as_dict()}) + "\n"
+
+
+def error_json(command: str, message: str, hint: str | None, exit_code: int) -> str:
+    """What `--json` prints when a command ends before it has a report (bad input, no
+    connection, interrupted): the same envelope, with the error."""
+    return json.dumps({"ok": False, "command": command, "exit_code": exit_code,
+                       "error": {"message": message, "hint": hint}}) + "\n"
 
 
 def to_markdown(report: Report) -> str:
@@ -86,11 +95,13 @@ def to_markdown(report: Report) -> str:
 
 
 def to_json(report: Report) -> str:
-    """`{"ok", "target", "steps": [{"name", "status", "seconds", "summary", "details"}]}`."""
+    """`{"ok", "command", "exit_code", "target", "target_source", "facts", "steps": [{"name",
+    "status", "seconds", "summary", "details"}]}`."""
     return json.dumps(
         {
             "ok": report.ok,
             "command": report.command,
+            "exit_code": int(report.exit_code),
             "target": report.target,
             "target_source": report.target_source,
             "facts": dict(report.facts),

