@@ -295,11 +295,14 @@ def cleanup(
 
 
 @app.command()
-def url(database_url: DatabaseUrl = None, env_file: EnvFile = None,
+def url(show_password: Annotated[bool, typer.Option(
+            "--show-password", help="Print the password too: psql \"$(restore-tool url "
+            "--show-password)\", a GUI client.")] = False,
+        database_url: DatabaseUrl = None, env_file: EnvFile = None,
         use_embedded: Embedded = False) -> int:
     """Print the target's URL (password masked); for the embedded server, start it first."""
     settings = _settings(database_url, env_file, use_embedded)
-    typer.echo(commands.target_url(settings))
+    typer.echo(commands.target_url(settings, show_password=show_password))
     typer.echo(f"(from {settings.origin})", err=True)
     return 0
 

@@ -14,10 +14,10 @@ from psycopg.conninfo import make_conninfo
 
 from . import db, embedded, pgtools, sequences, smoke, workdir
 from . import restore as restoring
-from .config import EMBEDDED_DATABASE, Settings
-from .conninfo import child_env, dbname, maintenance, mask, password_of
+from .config import EMBEDDED_DATABASE, NO_TARGET, Settings
+from .conninfo import child_env, dbname, maintenance, mask, password_of, url
 from .db import Connection
-from .errors import BadInput, ConfigError
+from .errors import BadInput, ConfigError, NoTarget
 from .pipeline import Outcome, Progress, Report, Status, Step, StepName, run_steps
 from .project import Project, protected_by
 from .project import load as load_project
@@ -171,9 +171,11 @@ def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = Non
     return lines or ["nothing to clean up"]
 
 
-def target_url(settings: Settings) -> str:
-    """The target's URL, password masked (the embedded server is started first)."""
-    return mask(db.target_info(settings))
+def target_url(settings: Settings, *, show_password: bool = False) -> str:
+    """The target's URL, password masked unless `show_password` (for psql and GUI clients);
+    the embedded server is started first."""
+    info = db.target_info(settings)
+    return url(info, keep_password=True) if show_password else mask(info)
 
 
 def psql(settings: Settings, args: Sequence[str] = ()) -> None:
@@ -241,6 +243,12 @@ def _run(command: str, settings: Settings, read_only: bool,
          build: Callable[[_Target], list[Step]],
          facts: Sequence[tuple[str, str]] = (), exclusive: bool = False,
          schemas: Sequence[str] = ()) -> Report:
+    if settings.origin == NO_TARGET and not embedded.initialized(settings.embedded_dir):
+        # a deploy step whose environment was not loaded must not pass on an empty server
+        raise NoTarget(f"No target database is configured: {command} found no --database-url, "
+                       "DATABASE_URL, POSTGRES_* or PG* variables in the environment or ./.env.",
+                       "Load the environment the application uses, pass --database-url, or "
+                       "--embedded for the embedded server in ./.restore-tool.")
     info = db.target_info(settings)
     with ExitStack() as stack:
         conn = stack.enter_context(closing(db.connect(info, read_only=read_only, patience=2.0)))

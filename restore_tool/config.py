@@ -1,4 +1,5 @@
-"""Settings resolved once: flags > environment > .env > the embedded default."""
+"""Settings resolved once: flags > the environment merged over .env > the embedded
+default."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import codecs
 import io
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,9 @@ EMBEDDED_DIRNAME = ".restore-tool"
 EMBEDDED_DATABASE = "restore_tool"
 
 # docker-compose style variables, and what the postgres image assumes when one is missing
-_POSTGRES_VARS = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_DB")
+# (POSTGRES_PASSWORD alone is the image's one required variable: user and database postgres)
+_POSTGRES_VARS = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USER", "POSTGRES_PASSWORD",
+                  "POSTGRES_DB")
 # libpq variables that name a server or database (PGPASSWORD alone picks no target)
 _LIBPQ_TARGET_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 # SQLAlchemy spells URLs postgresql+psycopg2://; libpq wants postgresql://
@@ -47,6 +50,9 @@ def embedded_dir(cwd: Path | None = None) -> Path:
     return (Path.cwd() if cwd is None else cwd) / EMBEDDED_DIRNAME
 
 
+NO_TARGET = "no target configured"
+
+
 def resolve(
     *,
     database_url: str | None = None,
@@ -55,8 +61,10 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Settings:
-    """First match wins: --database-url, the real environment (DATABASE_URL, then POSTGRES_*,
-    then PG*), the same names in the .env file, otherwise the embedded server."""
+    """--database-url, else the environment and the .env file merged variable by variable
+    as docker compose merges them (a variable set in the environment beats the same one in
+    .env): DATABASE_URL, then POSTGRES_* (the postgres image's names and defaults), then
+    libpq's PG*; otherwise the embedded server (origin NO_TARGET)."""
     cwd = Path.cwd() if cwd is None else cwd
     directory = embedded_dir(cwd)
     if embedded:
@@ -64,20 +72,20 @@ def resolve(
     if database_url is not None:
         return Settings(_from_url(database_url, "--database-url"), "--database-url", directory)
 
-    sources: list[tuple[str, Mapping[str, str | None]]] = [
-        ("the environment", os.environ if environ is None else environ)
-    ]
     dotenv_path = env_file if env_file is not None else cwd / ".env"
     if env_file is not None and not env_file.is_file():
         raise ConfigError(f"The env file {env_file} does not exist.", "Check the --env-file path.")
+    sources: list[tuple[str, Mapping[str, str | None]]] = []
     if dotenv_path.is_file():
         sources.append((str(dotenv_path), dotenv_values(stream=io.StringIO(_text(dotenv_path)))))
-
-    for where, values in sources:
-        found = _from_variables(values, where)
-        if found is not None:
-            return Settings(found[0], found[1], directory)
-    return Settings(None, "no target configured", directory)
+    sources.append(("the environment", os.environ if environ is None else environ))
+    merged: dict[str, tuple[str, str]] = {}  # name -> (value, where it was set)
+    for where, values in sources:  # later sources win
+        merged.update({name: (value, where) for name, value in values.items() if value})
+    found = _from_variables(merged)
+    if found is not None:
+        return Settings(found[0], found[1], directory)
+    return Settings(None, NO_TARGET, directory)
 
 
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
@@ -104,16 +112,21 @@ def _text(path: Path) -> str:
             f"on line {line}).", "Save it as UTF-8.") from None
 
 
-def _from_variables(values: Mapping[str, str | None], where: str) -> tuple[str, str] | None:
+def _from_variables(merged: Mapping[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """The target from the merged variables, and where it came from (`POSTGRES_* in the
+    environment and ./.env`)."""
     def get(name: str) -> str | None:
-        value = values.get(name)
-        return value if value else None
+        return merged[name][0] if name in merged else None
+
+    def origin(family: str, names: Sequence[str]) -> str:
+        wheres = list(dict.fromkeys(merged[name][1] for name in names if name in merged))
+        return f"{family} in {' and '.join(wheres)}"
 
     if url := get("DATABASE_URL"):
-        origin = f"DATABASE_URL in {where}"
-        return _from_url(url, origin), origin
+        where = origin("DATABASE_URL", ["DATABASE_URL"])
+        return _from_url(url, where), where
     if any(get(name) for name in _POSTGRES_VARS):
-        user = get("POSTGRES_USER") or "postgres"
+        user = get("POSTGRES_USER") or "postgres"  # the postgres image's defaults
         params = {
             "host": get("POSTGRES_HOST") or "localhost",
             "port": get("POSTGRES_PORT") or "5432",
@@ -121,10 +134,11 @@ def _from_variables(values: Mapping[str, str | None], where: str) -> tuple[str, 
             "password": get("POSTGRES_PASSWORD"),
             "dbname": get("POSTGRES_DB") or user,
         }
-        return make_conninfo(**_present(params)), f"POSTGRES_* in {where}"
+        return make_conninfo(**_present(params)), origin("POSTGRES_*", _POSTGRES_VARS)
     if any(get(name) for name in _LIBPQ_TARGET_VARS):
-        params = {key: get(var) for var, key in libpq_variables().items()}
-        return make_conninfo(**_present(params)), f"PG* variables in {where}"
+        variables = libpq_variables()
+        params = {key: get(var) for var, key in variables.items()}
+        return make_conninfo(**_present(params)), origin("PG* variables", list(variables))
     return None
 
 

@@ -34,6 +34,11 @@ def data_dir(directory: Path) -> Path:
     return directory / "pgdata"
 
 
+def initialized(directory: Path) -> bool:
+    """Whether `directory` holds a server's data already (a restore or `url` made it)."""
+    return (data_dir(directory) / "PG_VERSION").is_file()
+
+
 def ensure_running(directory: Path) -> str:
     """Start the server over `directory` if it is not running; return a URI to its
     `postgres` database. It keeps running after we exit, so that a user can connect."""

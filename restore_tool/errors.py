@@ -51,6 +51,12 @@ class ConnectionFailed(RestoreToolError):
     exit_code = ExitCode.CANNOT_START
 
 
+class NoTarget(RestoreToolError):
+    """Nothing names a target database, where a command must not guess one."""
+
+    exit_code = ExitCode.CANNOT_START
+
+
 class MissingBinary(RestoreToolError):
     """A PostgreSQL client tool we need is not installed anywhere we look."""
 

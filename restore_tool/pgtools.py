@@ -260,6 +260,16 @@ def stream(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str],
     return int(process.exit_code)
 
 
+def shell(command: str, env: Mapping[str, str], on_line: Callable[[str], None]) -> int:
+    """Run `command` through /bin/sh in the working directory, in the user's own language,
+    handing each line of its stdout and stderr (merged, in order) to `on_line`; its exit code
+    (127: the shell found no such command)."""
+    process = _waited(sh.Command("/bin/sh")(
+        "-c", command, _env=dict(env), _out=on_line, _err_to_out=True, _cwd=os.getcwd(),
+        _ok_code=list(range(256)), _bg=True, _bg_exc=False, _decode_errors="replace"))
+    return int(process.exit_code)
+
+
 def _waited(process: sh.RunningCommand) -> sh.RunningCommand:
     """Wait for a child; if we are interrupted meanwhile (Ctrl-C, or SIGTERM sent to us
     alone), stop it first (SIGTERM, then SIGKILL after 5 s), so no child outlives us."""

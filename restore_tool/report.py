@@ -7,6 +7,7 @@ import json
 
 from .pipeline import Report, Status, StepName, StepResult
 from .restore.archive import Dump
+from .restore.hooks import HookOutput
 from .restore.load import LoadError
 from .sequences import count
 from .sequences.plan import Action, SequenceFix
@@ -217,6 +218,17 @@ def _smoke_body(step: StepResult) -> list[str]:
     return lines
 
 
+def _hook_body(step: StepResult) -> list[str]:
+    """The end of the --migrate command's output (alembic says FAILED: … on stdout)."""
+    lines = []
+    for ran in (d for d in step.details if isinstance(d, HookOutput)):
+        lines.append(f"🪝 {ran.command!r} exited with code {ran.exit_code}"
+                     + (f"; its last {len(ran.lines)} line(s):" if ran.lines else ", silent."))
+        lines += [f"    {line}" for line in ran.lines]
+    return lines
+
+
 _STEP_BODIES = {StepName.REPAIR_SEQUENCES: _repair_body, StepName.CHECK_SEQUENCES: _check_body,
-                StepName.SMOKE_TEST: _smoke_body, StepName.LOAD: _load_body}
+                StepName.SMOKE_TEST: _smoke_body, StepName.LOAD: _load_body,
+                StepName.POST_RESTORE: _hook_body}
 

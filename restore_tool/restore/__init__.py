@@ -224,14 +224,19 @@ def _post_restore(state: Run) -> Outcome:
     options = state.options
     if not options.migrate and not options.post_sql:
         return Outcome(Status.SKIPPED, "no --migrate or --post-sql")
-    done = []
+    done, details = [], []
     if options.migrate:
-        hooks.migrate(options.migrate, state.into_info)
+        ran = hooks.migrate(options.migrate, state.into_info)
+        details.append(ran)
+        if ran.exit_code:
+            last = f": {ran.lines[-1]}" if ran.lines else ""
+            return Outcome(Status.FAILED, f"{options.migrate!r} exited with code "
+                           f"{ran.exit_code}{last}", tuple(details))
         done.append(f"ran {options.migrate!r}")
     for script in options.post_sql:
         hooks.post_sql(state.tools["psql"], state.into_info, script)
         done.append(f"ran {script}")
-    return Outcome(Status.PASSED, "; ".join(done))
+    return Outcome(Status.PASSED, "; ".join(done), tuple(details))
 
 
 def _repair(state: Run) -> Outcome:

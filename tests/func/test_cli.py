@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from typer.testing import CliRunner
 
-from restore_tool import __version__
+from restore_tool import __version__, embedded
 from restore_tool.cli import app
 from tests.conftest import ROOT
 from tests.helpers import execute, nextval, password_url
@@ -278,3 +278,30 @@ def test_sequence_lines_come_in_natural_order(main_db: str) -> None:
     fixed = [line.split()[2].split(".")[0] for line in out.splitlines()
              if line.startswith("✅ Fixed")]
     assert fixed == ["small_2", "small_10", "small_17", "small_179", "small_180"]
+
+
+@pytest.mark.parametrize("command", ["verify", "fix-sequences"])
+def test_with_no_target_configured_verify_and_fix_sequences_exit_3_and_start_nothing(
+        tmp_path: Path, command: str) -> None:
+    """A deploy step whose environment was not loaded must fail, not start an empty embedded
+    server and pass on it."""
+    code, out, err = invoke(command, cwd=tmp_path)
+    assert (code, out) == (3, "")
+    assert err.startswith(f"error: No target database is configured: {command} found no ")
+    assert len(err.strip().splitlines()) == 2 and "--embedded" in err
+    assert not (tmp_path / ".restore-tool").exists()
+
+
+def test_url_show_password_is_what_psql_needs(main_server: Server,
+                                              password_role: tuple[str, str]) -> None:
+    role, password = password_role
+    given = password_url(main_server, role, password, "postgres")
+    code, out, _ = invoke("url", "--database-url", given)
+    assert code == 0 and password not in out
+    code, out, _ = invoke("url", "--show-password", "--database-url", given)
+    assert code == 0 and password in out
+    psql = embedded.bin_dir() / "psql"
+    done = subprocess.run([str(psql), out.strip(), "-Atc", "SELECT current_user"],
+                          capture_output=True, text=True, env={"PATH": os.environ["PATH"]},
+                          timeout=60)
+    assert (done.returncode, done.stdout) == (0, f"{role}\n"), done.stderr

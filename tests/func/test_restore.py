@@ -5,6 +5,7 @@ dump into PostgreSQL 15, refusal, --replace, and failures that must leave nothin
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -234,6 +235,50 @@ def test_hooks_run_on_the_restored_database_before_the_swap(new_database: NewDat
     assert missing.exit_code == 2 and "nope.sql does not exist" in missing.steps[0].summary
 
 
+def test_a_migration_runs_through_the_shell_and_a_failure_shows_its_output(
+        new_database: NewDatabases, tmp_path: Path) -> None:
+    """--migrate runs as make runs a command (sh -c, in the working directory: `cd`, `VAR=1`
+    and a tool installed beside restore-tool with its venv not activated all work); its
+    output streams to stderr, and the last 40 lines are in the checklist, JSON and Markdown."""
+    (tmp_path / "app").mkdir()
+    script = tmp_path / "app" / "migrate.sh"
+    script.write_text('#!/bin/sh\necho "DEBUG is $DEBUG in $(basename $PWD)"\n'
+                      'for i in $(seq 1 50); do echo "INFO line $i"; done\n'
+                      "echo \"FAILED: Can't locate revision identified by 'abc123'\"\n"
+                      'echo "the last word, on stderr" >&2\nexit 1\n')
+    script.chmod(0o755)
+    env = {name: value for name, value in os.environ.items()  # our venv is not activated
+           if not name.startswith(("PG", "POSTGRES_", "DATABASE_URL"))} | {"PATH": "/usr/bin:/bin"}
+    dump = str(ROOT / "backups/battery-hub.dump")
+    runs = {}
+    for name, command in {"ok": "ruff --version",  # in our venv's bin, not on PATH
+                          "failed": "cd app && DEBUG=1 ./migrate.sh",
+                          "missing": "alembic upgrade head"}.items():
+        markdown = tmp_path / f"{name}.md"
+        target = new_database(f"rt_hook_{name}", create=False)
+        runs[name] = subprocess.run(
+            [sys.executable, "-m", "restore_tool", "restore", dump, "--database-url", target,
+             "--migrate", command, "--json", "--report", str(markdown)],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert runs["ok"].returncode == 0 and "ruff " in runs["ok"].stderr, runs["ok"].stderr
+    done = runs["failed"]
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "DEBUG is 1 in app" in done.stderr and "INFO line 1\n" in done.stderr  # streamed
+    step = json.loads(done.stdout)["steps"][2]
+    assert (step["name"], step["status"]) == ("post-restore", "failed")
+    assert step["summary"] == ("'cd app && DEBUG=1 ./migrate.sh' exited with code 1: "
+                               "the last word, on stderr")
+    (output,) = step["details"]
+    assert output["exit_code"] == 1 and len(output["output"]) == 40
+    assert output["output"][0] == "INFO line 13"
+    assert output["output"][-2] == "FAILED: Can't locate revision identified by 'abc123'"
+    assert "FAILED: Can't locate revision" in (tmp_path / "failed.md").read_text()
+    missing = json.loads(runs["missing"].stdout)["steps"][2]
+    assert runs["missing"].returncode == 1 and "Traceback" not in runs["missing"].stderr
+    assert missing["summary"].startswith("'alembic upgrade head' exited with code 127: ")
+    assert "alembic: not found" in missing["summary"]
+
+
 def test_the_sample_dump_from_the_cli(new_database: NewDatabases, tmp_path: Path) -> None:
     """What `make demo` runs, against a new database: JSON on stdout, progress on stderr,
     the Markdown report, every step passed and the 22 lagging sequences fixed."""
@@ -243,7 +288,8 @@ def test_the_sample_dump_from_the_cli(new_database: NewDatabases, tmp_path: Path
                 "--json", "--report", str(markdown), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     shape = json.loads(done.stdout)
-    assert set(shape) == {"ok", "command", "target", "target_source", "facts", "steps"}
+    assert set(shape) == {"ok", "command", "exit_code", "target", "target_source", "facts",
+                          "steps"}
     assert [s["name"] for s in shape["steps"]] == [
         "preflight", "load", "post-restore", "repair sequences", "analyze", "smoke test",
         "check sequences", "database settings"]

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from restore_tool.config import resolve
 from restore_tool.conninfo import mask, scrub
@@ -37,13 +38,38 @@ def test_postgres_variables_default_like_the_postgres_image(tmp_path: Path) -> N
     assert mask(str(settings.conninfo)) == "postgresql://beppp:***@localhost:5432/beppp"
 
 
-def test_real_environment_wins_over_the_env_file(tmp_path: Path) -> None:
+def test_the_environment_is_merged_over_the_env_file_variable_by_variable(
+        tmp_path: Path) -> None:
+    """As docker compose merges them: a variable in the environment beats the same one in
+    .env, and only that one; an exported PGUSER does not hide .env's target."""
+    (tmp_path / ".env").write_text("POSTGRES_HOST=db.internal\nPOSTGRES_PORT=6543\n"
+                                   "POSTGRES_USER=app\nPOSTGRES_PASSWORD=s3cret\n"
+                                   "POSTGRES_DB=shop\n")
+    settings = resolve(cwd=tmp_path, environ={"POSTGRES_DB": "other"})
+    assert conninfo_to_dict(settings.conninfo or "") == {
+        "host": "db.internal", "port": "6543", "user": "app", "password": "s3cret",
+        "dbname": "other"}
+    assert settings.origin == f"POSTGRES_* in {tmp_path / '.env'} and the environment"
+    settings = resolve(cwd=tmp_path, environ={"PGUSER": "me", "PGHOST": "localhost"})
+    assert conninfo_to_dict(settings.conninfo or "")["host"] == "db.internal"
+    assert settings.origin == f"POSTGRES_* in {tmp_path / '.env'}"
     (tmp_path / ".env").write_text("DATABASE_URL=postgresql://file@h/f\n")
     settings = resolve(cwd=tmp_path, environ={"PGHOST": "envhost", "PGDATABASE": "envdb"})
-    assert settings.origin == "PG* variables in the environment"
+    assert settings.conninfo == "postgresql://file@h/f"  # DATABASE_URL first, from anywhere
+    settings = resolve(cwd=tmp_path, environ={"DATABASE_URL": "postgresql://env@h/e"})
+    assert (settings.conninfo, settings.origin) == ("postgresql://env@h/e",
+                                                    "DATABASE_URL in the environment")
+
+
+def test_postgres_password_alone_is_the_images_defaults(tmp_path: Path) -> None:
+    """The postgres image needs only POSTGRES_PASSWORD: user and database postgres."""
+    (tmp_path / ".env").write_text("POSTGRES_PASSWORD=s3cret\n")
     settings = resolve(cwd=tmp_path, environ={})
-    assert settings.conninfo == "postgresql://file@h/f"
-    assert settings.origin == f"DATABASE_URL in {tmp_path / '.env'}"
+    assert conninfo_to_dict(settings.conninfo or "") == {
+        "host": "localhost", "port": "5432", "user": "postgres", "password": "s3cret",
+        "dbname": "postgres"}
+    settings = resolve(cwd=tmp_path, environ={"POSTGRES_USER": "app"})
+    assert conninfo_to_dict(settings.conninfo or "")["dbname"] == "app"  # POSTGRES_DB defaults so
 
 
 def test_env_file_option_and_a_missing_one(tmp_path: Path) -> None:
