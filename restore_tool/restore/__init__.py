@@ -20,7 +20,7 @@ from ..conninfo import dbname, mask, password_of
 from ..errors import BadInput, Interrupted, RestoreToolError
 from ..pipeline import Outcome, Progress, Report, Status, Step, StepName, StepResult, run_steps
 from ..signals import signals_held
-from . import archive, hooks, leftovers, load, needs, swap
+from . import archive, hooks, leftovers, load, needs, sources, swap
 from .archive import Dump
 from .preflight import preflight as preflight
 from .state import Options as Options
@@ -29,8 +29,10 @@ from .state import Run, maintenance
 
 def inspect(path: Path, pg_bin: Sequence[Path] = (), work_dir: Path | None = None) -> Dump:
     """What a dump is and holds, and which client tool reads it."""
-    with _work(work_dir) as work, archive.opened(path, work, pg_bin) as (dump, _):
-        return dump
+    with _work(work_dir) as work:
+        path, _ = sources.local(path, work)
+        with archive.opened(path, work, pg_bin) as (dump, _):
+            return dump
 
 
 def _work(within: Path | None) -> AbstractContextManager[Path]:

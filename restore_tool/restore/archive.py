@@ -136,6 +136,26 @@ def wrapper_of(path: Path) -> str | None:
     return WRAPPERS.get(magic[:2]) or WRAPPERS.get(magic)
 
 
+def is_dump(path: Path) -> bool:
+    """Whether `path` is a dump by its first bytes (or its toc.dat): what a folder of
+    backups is searched for. Reads nothing more."""
+    if path.is_dir():
+        return (path / "toc.dat").is_file()
+    if not path.is_file():
+        return False
+    with path.open("rb") as handle:
+        head = handle.read(HEAD)
+    if not head:
+        return False
+    if head[:2] in WRAPPERS or head[:4] in WRAPPERS:
+        return True
+    try:
+        _format_of(path, head)
+    except BadInput:
+        return False
+    return True
+
+
 def _format_of(path: Path, head: bytes) -> str:
     if head.startswith(ARCHIVE_MAGIC):
         return "custom"
@@ -221,12 +241,12 @@ def check_room(path: Path, folder: Path, needed: int | None) -> None:
         return
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise BadInput(f"Unpacking {path.name} needs {_size(needed)} in {folder.parent}, which "
-                       f"has {_size(free)} free.", "Free space there, or choose another place "
-                       "with --work-dir DIR.")
+        raise BadInput(f"Unpacking {path.name} needs {size_text(needed)} in {folder.parent}, "
+                       f"which has {size_text(free)} free.", "Free space there, or choose "
+                       "another place with --work-dir DIR.")
 
 
-def _size(count: float) -> str:
+def size_text(count: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if count < 1024 or unit == "TiB":
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"

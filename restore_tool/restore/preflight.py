@@ -16,7 +16,7 @@ from ..conninfo import dbname
 from ..errors import BadInput
 from ..pgtools import Tool
 from ..pipeline import Outcome, Status
-from . import archive, leftovers, load, needs
+from . import archive, leftovers, load, needs, sources
 from .script import pieces
 from .state import Run, maintenance
 
@@ -28,6 +28,7 @@ def preflight(state: Run) -> Outcome:
     for script in options.post_sql:
         if not script.is_file():
             raise BadInput(f"--post-sql {script} does not exist.")
+    state.path, named = sources.local(state.path, state.work)
     dump, readable = state.stack.enter_context(
         archive.opened(state.path, state.work, options.pg_bin))
     state.dump, state.readable = dump, readable
@@ -81,7 +82,7 @@ def preflight(state: Run) -> Outcome:
     if not has.superuser:
         state.superuser_only = state.needs.superuser_only(has.untrusted_languages)
     state.facts = [
-        ("Dump", f"{state.path} ({dump.describe()})"),
+        ("Dump", f"{named} ({dump.describe()})"),
         ("Tools", _tools_fact(choices["loader"], state.tools.values(), bool(options.pg_bin))),
         *state.facts_given,
     ]
