@@ -14,10 +14,13 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
-# Restores the battery-hub sample dump (explicit ids, lagging sequences) into the embedded
-# server: load, repair sequences, analyze, smoke test (with the example's configured rows),
-# verify, checklist. Re-runnable (--replace).
+# First the problem: the battery-hub sample dump (explicit ids, lagging sequences) restored
+# with a bare pg_restore, the application's next insert failing on a duplicate key,
+# fix-sequences, the same insert going in (backups/demo.py). Then the whole pipeline into the
+# embedded server: load, repair sequences, analyze, smoke test (with the example's configured
+# rows), verify, checklist. Re-runnable (--replace).
 demo: setup
+	$(BIN)/python backups/demo.py "$$($(CLI) url --embedded --show-password)"
 	$(CLI) restore backups/battery-hub.dump --embedded --replace --drop-old \
 		--config restore-tool.example.toml $(ARGS)
 

@@ -279,6 +279,25 @@ def test_a_migration_runs_through_the_shell_and_a_failure_shows_its_output(
     assert "alembic: not found" in missing["summary"]
 
 
+def test_the_demo_shows_the_duplicate_key_then_the_repair_then_the_insert(
+        main_server: Server) -> None:
+    """`make demo`'s first half (backups/demo.py), on the main server instead of the
+    embedded one: the error an application hits, fix-sequences, the same insert working."""
+    assert "backups/demo.py" in (ROOT / "Makefile").read_text()
+    try:
+        done = subprocess.run([sys.executable, str(ROOT / "backups" / "demo.py"),
+                               main_server.conninfo], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        out = done.stdout
+        error = out.index('ERROR:  duplicate key value violates unique constraint "user_pkey"')
+        fixed = out.index("✅ Fixed user.user_id sequence (max: 17, next: 18)")
+        inserted = out.index("INSERT 0 1: user_id 18")
+        assert error < fixed < inserted
+    finally:
+        execute(main_server.conninfo, "DROP DATABASE IF EXISTS battery_hub_demo WITH (FORCE)")
+
+
 def test_the_sample_dump_from_the_cli(new_database: NewDatabases, tmp_path: Path) -> None:
     """What `make demo` runs, against a new database: JSON on stdout, progress on stderr,
     the Markdown report, every step passed and the 22 lagging sequences fixed."""
