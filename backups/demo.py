@@ -25,7 +25,7 @@ INSERT = ("INSERT INTO \"user\" (hub_id, first_names, last_name, email) VALUES "
 
 
 def _insert(url: str, attempt: int) -> None:
-    print(f"$ psql -c 'INSERT INTO \"user\" (…) VALUES (…)'   # the application's next insert")
+    print("$ psql -c 'INSERT INTO \"user\" (…) VALUES (…)'   # the application's next insert")
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             row = conn.execute(INSERT, (f"ada{attempt}@example.org",)).fetchone()
