@@ -219,6 +219,10 @@ def restore_dump(
         "--post-sql", metavar="FILE",
         help="SQL file to run on the restored database before any swap (one "
         "transaction each); repeatable.")] = None,
+    exclude_table_data: Annotated[list[str] | None, typer.Option(
+        "--exclude-table-data", metavar="PATTERN", help="Leave out the rows of the tables "
+        "matching PATTERN (audit_*, billing.secrets): they are created, empty; "
+        "repeatable.")] = None,
     no_analyze: Annotated[bool, typer.Option("--no-analyze", help="Skip ANALYZE.")] = False,
     config_file: ConfigFile = None, no_smoke: NoSmoke = False, no_auto_smoke: NoAutoSmoke = False,
     wait_connections: Annotated[float | None, typer.Option(
@@ -244,7 +248,7 @@ def restore_dump(
         with_subscriptions=with_subscriptions, migrate=migrate,
         post_sql=tuple(post_sql or ()), analyze=not no_analyze,
         wait_connections=wait_connections, lock_wait=lock_wait, pg_bin=tuple(pg_bin or ()),
-        work_dir=work_dir)
+        work_dir=work_dir, exclude_table_data=tuple(exclude_table_data or ()))
     found = project.load(config_file)
     with progress.reporter(quiet) as show:
         if scratch:
@@ -266,6 +270,22 @@ def restore_dump(
                        f"{error.strerror or error}.", err=True)
             return code or int(ExitCode.USAGE)
     return code
+
+
+@app.command()
+def rollback(
+    lock_wait: Annotated[float, typer.Option(
+        "--lock-wait", metavar="SECONDS", min=1, help="How long the swap waits for a lock "
+        "another session holds on the database.")] = 30.0,
+    confirm: Confirm = None, config_file: ConfigFile = None,
+    database_url: DatabaseUrl = None, env_file: EnvFile = None, use_embedded: Embedded = False,
+    as_json: Json = False, quiet: Quiet = False) -> int:
+    """Swap the previous database back in: the newest <db>_old_… a restore --replace kept
+    becomes the target again; the one it replaces is kept as the newest old copy (a second
+    rollback undoes the first)."""
+    return _emit(commands.rollback(
+        _settings(database_url, env_file, use_embedded), lock_wait=lock_wait, confirm=confirm,
+        project=project.load(config_file)), as_json, quiet)
 
 
 @app.command()

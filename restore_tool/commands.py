@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
+from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from . import db, embedded, pgtools, sequences, smoke, workdir
@@ -21,11 +23,11 @@ from .errors import BadInput, ConfigError, NoTarget
 from .pipeline import Outcome, Progress, Report, Status, Step, StepName, run_steps
 from .project import Project, protected_by
 from .project import load as load_project
-from .restore import leftovers
+from .restore import leftovers, swap
 from .restore.archive import Dump
 
-__all__ = ["Dump", "Options", "Project", "Report", "fix_sequences", "inspect", "psql",
-           "restore", "restore_scratch", "target_url", "verify"]
+__all__ = ["Dump", "Options", "Project", "Report", "cleanup", "fix_sequences", "inspect",
+           "psql", "restore", "restore_scratch", "rollback", "target_url", "verify"]
 
 Options = restoring.Options
 
@@ -169,6 +171,46 @@ def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = Non
             workdir.remove(left, embedded.bin_dir() / "pg_ctl")
         lines.append(f"{'would remove' if dry_run else 'removed'} {left}")
     return lines or ["nothing to clean up"]
+
+
+def rollback(settings: Settings, *, lock_wait: float = 30.0, confirm: str | None = None,
+             project: Project | None = None) -> Report:
+    """`restore-tool rollback`: swap the newest copy a --replace kept (`<db>_old_…`) back in
+    as the target, in one transaction as the restore's swap (sessions on the target ended),
+    and keep the database it replaces as the newest old copy (so a second rollback undoes
+    the first). Refused, changing nothing, when there is no old copy."""
+    check_protected(settings, _project(project), confirm)
+    info = db.target_info(settings)
+    target = dbname(info)
+
+    def swap_back(conn: Connection) -> Outcome:
+        copies = leftovers.old_copies(conn, target)
+        if not copies:
+            raise BadInput(f'There is no old copy of "{target}" to roll back to (no database '
+                           f"{target}_old_… that restore --replace kept): nothing was changed.")
+        previous, replaced = copies[0]
+        comment = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                               "WHERE datname = %s", (previous,)).fetchone()
+        kept = swap.stamped(target, "old", datetime.now(), swap.token(target))
+        literal = None if comment is None or comment[0] is None else \
+            sql.Literal(comment[0]).as_string(conn)
+        swap.check_prepared(conn, target)
+        kept, ended = swap.swap(conn, target, previous, kept, comment=literal,
+                                       end_sessions=True, patience=lock_wait,
+                                       handed_over=lambda: None)
+        sessions = f"; ended {len(ended)} session(s): " + ", ".join(map(str, ended)) \
+            if ended else ""
+        return Outcome(Status.PASSED, f"{previous} (replaced {replaced:%Y-%m-%d %H:%M:%S}) is "
+                       f"now {target}; the database it replaces is kept as {kept}{sessions}")
+
+    with db.target_lock(info, "rollback"), closing(db.connect(maintenance(info))) as conn:
+        if not db.database_exists(conn, target):
+            raise BadInput(f'Database "{target}" does not exist: there is nothing to roll back.',
+                           "Rename the old copy yourself if that is what you want: ALTER "
+                           "DATABASE … RENAME TO ….")
+        results = run_steps([Step(StepName.SWAP, lambda: swap_back(conn))],
+                            secret=password_of(info))
+    return Report("rollback", mask(info), settings.origin, results)
 
 
 def target_url(settings: Settings, *, show_password: bool = False) -> str:

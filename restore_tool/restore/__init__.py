@@ -122,7 +122,8 @@ def _load(state: Run) -> Outcome:
                            superuser_only=state.superuser_only,
                            subscriptions=tuple(needs.subscription_name(s)
                                                for s in state.needs.subscriptions),
-                           subscribe_after=options.with_subscriptions),
+                           subscribe_after=options.with_subscriptions,
+                           exclude_data=options.exclude_table_data),
                        work=state.work, progress=state.progress)
     errors = loaded.errors
     real = [e for e in errors if not e.tolerated]

@@ -50,7 +50,7 @@ _MULTIWORD = ("TABLE DATA", "TABLE ATTACH", "SEQUENCE SET", "SEQUENCE OWNED BY",
               "TEXT SEARCH TEMPLATE", "CHECK CONSTRAINT", "SECURITY LABEL")
 # `-- Name: actor; Type: TABLE; Schema: public; Owner: postgres` in a plain dump (and
 # `; Tablespace: fast` after it)
-_PLAIN_ENTRY = re.compile(r"^-- (?:Data for )?Name: .*?; Type: ([A-Z ]+); Schema: .*?; "
+_PLAIN_ENTRY = re.compile(r"^-- (?:Data for )?Name: (.*?); Type: ([A-Z ]+); Schema: (.*?); "
                           r"Owner: (.*?)(?:; Tablespace: .*)?$")
 _COUNTED = {"TABLE": "tables", "SEQUENCE": "sequences", "INDEX": "indexes",
             "EXTENSION": "extensions"}
@@ -74,6 +74,15 @@ class Dump:
     readers: tuple[Tool, ...] = ()  # the pg_restore (or psql) binaries that read it
     has_create: bool = False  # plain SQL made with --create (CREATE DATABASE, \connect)
     entries: tuple[TocEntry, ...] = ()  # an archive's TOC (`pg_restore -l`)
+    plain_data: tuple[tuple[str, str], ...] = ()  # plain SQL: (schema, table) it holds rows of
+
+    @property
+    def data_of(self) -> tuple[tuple[str, str], ...]:
+        """(schema, table) of every table whose rows the dump holds."""
+        if self.format == "plain":
+            return self.plain_data
+        return tuple((parts[0], parts[1]) for e in self.entries if e.kind == "TABLE DATA"
+                     and len(parts := e.rest.split(" ")) >= 2)
 
     @property
     def parallel(self) -> bool:
@@ -420,6 +429,7 @@ def _inspect_plain(path: Path, readable: Path, wrapper: str | None,
     header: dict[str, str] = {}
     counts: Counter[str] = Counter()
     owners: set[str] = set()
+    data: list[tuple[str, str]] = []
     restrict = has_create = False
     with readable.open("r", encoding="utf-8", errors="replace") as handle:
         for line in handle:
@@ -427,7 +437,9 @@ def _inspect_plain(path: Path, readable: Path, wrapper: str | None,
                 if match := _PLAIN_HEADER.match(line.rstrip("\n")):
                     header[match.group(1)] = match.group(2)
                 elif match := _PLAIN_ENTRY.match(line.rstrip("\n")):
-                    kind, owner = match.groups()
+                    name, kind, schema, owner = match.groups()
+                    if kind == "TABLE DATA":
+                        data.append((schema, name))
                     if kind in _COUNTED:
                         counts[_COUNTED[kind]] += 1
                     if owner and owner != "-":
@@ -449,6 +461,7 @@ def _inspect_plain(path: Path, readable: Path, wrapper: str | None,
         dbname=None, toc_entries=None,
         counts={name: counts[name] for name in _COUNTED.values()},
         owners=tuple(sorted(owners)), readers=tuple(readers), has_create=has_create,
+        plain_data=tuple(data),
     )
 
 

@@ -17,9 +17,10 @@ from psycopg import sql
 
 from .. import db, workdir
 from ..db import LOCK_CLASS, Connection
+from . import swap
 
 MARK = "restore-tool run "
-_OLD = re.compile(r"_old_(\d{8}_\d{6})(?:_[0-9a-f]{6})?$")
+_OLD = re.compile(r"_old_(\d{8}_\d{6})(?:_([0-9a-f]{6}))?$")
 
 
 def mark(target: str, started: datetime) -> str:
@@ -91,15 +92,25 @@ def dead(conn: Connection, running_for: str | None = None) -> list[Leftover]:
 
 
 def old_copies(conn: Connection, target: str) -> list[tuple[str, datetime]]:
-    """The copies --replace kept of `target`, newest first, with when each was replaced."""
+    """The copies --replace kept of `target`, newest first, with when each was replaced: a
+    name is one only if its token's first half is the target's digest and it is exactly
+    what `swap.stamped` makes of `target` for its stamp and token (so another database
+    whose name shares a cut prefix is never taken for one); names from before tokens must
+    repeat the target whole."""
     rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE '%\\_old\\_%' "
                         "ORDER BY datname").fetchall()
     copies = []
     for (name,) in rows:
         match = _OLD.search(name)
-        head = name[:match.start()] if match else None
-        if match and head and target.startswith(head):
-            copies.append((name, datetime.strptime(match.group(1), "%Y%m%d_%H%M%S")))
+        if not match:
+            continue
+        replaced = datetime.strptime(match.group(1), "%Y%m%d_%H%M%S")
+        tok = match.group(2)
+        if tok and tok[:3] != swap.token(target)[:3]:  # made from another name
+            continue
+        if name == (swap.stamped(target, "old", replaced, tok) if tok
+                    else f"{target}_old_{match.group(1)}"):
+            copies.append((name, replaced))
     return sorted(copies, key=lambda c: c[1], reverse=True)
 
 

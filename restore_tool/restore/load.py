@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from psycopg import sql
@@ -77,6 +78,15 @@ class Leave:
     superuser_only: tuple[needs.Entry, ...] = ()
     subscriptions: tuple[str, ...] = ()  # always: the load would create them with their slot
     subscribe_after: bool = False  # --with-subscriptions
+    exclude_data: tuple[str, ...] = ()  # --exclude-table-data patterns
+
+
+def excluded(patterns: Sequence[str], schema: str, table: str) -> bool:
+    """Whether --exclude-table-data `patterns` leave out this table's rows: a pattern with a
+    dot is matched against `schema.table`, one without against the table name (shell
+    wildcards, case-sensitive, as the names are stored)."""
+    return any(fnmatchcase(f"{schema}.{table}" if "." in pattern else table, pattern)
+               for pattern in patterns)
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,9 @@ def _entry_left_out(entry: TocEntry, server: Server, leave: Leave) -> str | None
         entry.rest.removeprefix("- ")
     if leave.subscriptions and about.startswith("SUBSCRIPTION"):
         return "subscriptions"
+    if entry.kind == "TABLE DATA" and leave.exclude_data and excluded(
+            leave.exclude_data, *entry.rest.split(" ")[:2]):
+        return "table data (--exclude-table-data)"
     return None
 
 
@@ -248,6 +261,12 @@ def _load_plain(tool: Tool, conninfo: str, env: dict[str, str], readable: Path,
             for piece in script.pieces(handle):
                 done += len(piece.text)
                 header = piece.header or header
+                if (leave.exclude_data and header and header.kind == "TABLE DATA"
+                        and piece.kind is not script.Kind.BLANK
+                        and excluded(leave.exclude_data, header.schema, header.name)):
+                    if piece.kind is script.Kind.STATEMENT:  # the COPY (data lines follow)
+                        skipped["table data (--exclude-table-data)"] += 1
+                    continue
                 if piece.kind is script.Kind.STATEMENT and (why := left_out(piece, header)):
                     skipped[why] += 1
                     continue

@@ -32,6 +32,11 @@ def preflight(state: Run) -> Outcome:
     dump, readable = state.stack.enter_context(
         archive.opened(state.path, state.work, options.pg_bin))
     state.dump, state.readable = dump, readable
+    for pattern in options.exclude_table_data:
+        if not any(load.excluded([pattern], *table) for table in dump.data_of):
+            raise BadInput(f"--exclude-table-data {pattern} matches no table whose rows the "
+                           "dump holds: nothing was changed.", "Patterns match table names "
+                           "(audit_*) or schema.table (billing.*), case-sensitive.")
     if dump.has_create:
         raise BadInput(f"{state.path} was dumped with --create: it would restore into its own "
                        "database, not the target.", "Dump it again without --create.")

@@ -40,6 +40,8 @@ class Options:
     lock_wait: float = 30.0  # seconds the swap waits for locks on the target
     work_dir: Path | None = None  # where an unwrapped dump goes (default the temp directory)
     pg_bin: tuple[Path, ...] = ()
+    # tables whose rows are left out (they are created, empty): `audit_*`, `billing.secrets`
+    exclude_table_data: tuple[str, ...] = ()
 
 
 @dataclass

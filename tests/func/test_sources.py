@@ -1,5 +1,6 @@
-"""Where a refresh script's dump comes from, through the real CLI against a real server:
-a pipe (`pg_dump … | restore-tool restore -`, /dev/stdin, a FIFO) and a folder of backups."""
+"""A staging-refresh script's needs, through the real CLI against a real server: where the
+dump comes from (`pg_dump … | restore-tool restore -`, /dev/stdin, a FIFO, a folder of
+backups), leaving some tables' rows out, and rolling back to the previous database."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import time
 from pathlib import Path
 from typing import IO, cast
 
+import psycopg
 import pytest
 
 from restore_tool.errors import BadInput
 from restore_tool.restore import sources
 from tests.conftest import ROOT
 from tests.func.test_faults import CLEAN_ENV
-from tests.helpers import execute, pg_dump, row_counts
-from tests.servers import NewDatabases, embedded_bin_dir
+from tests.helpers import databases, dbname, execute, pg_dump, row_counts, scalar
+from tests.servers import NewDatabases, Server, embedded_bin_dir
 
 SAMPLE = ROOT / "backups" / "battery-hub.dump"
 
@@ -157,3 +159,87 @@ class _Repeat:
     def read(self, _size: int) -> bytes:
         self.left -= 1
         return self.data if self.left >= 0 else b""
+
+
+@pytest.mark.parametrize("fmt", ["custom", "plain"])
+def test_exclude_table_data_leaves_tables_empty_and_a_pattern_matching_none_is_refused(
+        new_database: NewDatabases, tmp_path: Path, fmt: str) -> None:
+    """A staging refresh without the audit log and the secrets: those tables exist, empty;
+    every other keeps its rows. A pattern that matches nothing (a typo that would let the
+    secrets through) is refused before anything is created."""
+    source = new_database("rt_exclude_source")
+    execute(source, """
+        CREATE TABLE customer (id serial PRIMARY KEY); INSERT INTO customer VALUES (1), (2);
+        CREATE TABLE audit_log (id serial PRIMARY KEY); INSERT INTO audit_log VALUES (1);
+        CREATE TABLE audit_login (id int); INSERT INTO audit_login VALUES (1);
+        CREATE SCHEMA billing;
+        CREATE TABLE billing.secrets (token text); INSERT INTO billing.secrets VALUES ('s3');
+        CREATE TABLE billing.invoice (id int); INSERT INTO billing.invoice VALUES (9);
+    """)
+    dump = pg_dump(source, tmp_path, fmt)
+    target = new_database("rt_exclude_target", create=False)
+    done = _restore(str(dump), "--database-url", target, "--exclude-table-data", "audit_*",
+                    "--exclude-table-data", "billing.secrets")
+    assert done.returncode == 0, done.stdout + done.stderr
+    load = json.loads(done.stdout)["steps"][1]
+    assert "3 table data (--exclude-table-data)" in load["summary"], load
+    assert row_counts(target) == {"customer": 2, "audit_log": 0, "audit_login": 0}
+    assert [scalar(target, f"SELECT count(*) FROM billing.{table}")
+            for table in ("secrets", "invoice")] == [0, 1]
+    again = new_database("rt_exclude_typo", create=False)
+    done = _restore(str(dump), "--database-url", again, "--exclude-table-data", "billing.Secrets")
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["steps"][0]["summary"].startswith(
+        "--exclude-table-data billing.Secrets matches no table whose rows the dump holds: "
+        "nothing was changed.")
+
+
+def test_rollback_swaps_the_previous_database_back_and_a_second_undoes_it(
+        main_server: Server, new_database: NewDatabases) -> None:
+    """After a staging refresh (restore --replace), `rollback` brings back the database it
+    replaced, with its own comment, ending the application's session; the refreshed one is
+    kept as the newest old copy, so rolling back again undoes the rollback."""
+    target = new_database("rt_rollback")
+    name = dbname(target)
+    execute(target, "CREATE TABLE precious (id int); INSERT INTO precious SELECT "
+                    f"generate_series(1, 500); COMMENT ON DATABASE \"{name}\" IS 'the live one'")
+    assert _restore(str(SAMPLE), "--database-url", target, "--replace").returncode == 0
+    assert row_counts(target)["user"] == 16
+    app = psycopg.connect(target, application_name="billing-worker")
+    try:
+        done = _cli("rollback", "--database-url", target, "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        (step,) = json.loads(done.stdout)["steps"]
+        assert step["summary"].startswith(f"{name}_old_") and f"is now {name}; the database " \
+            f"it replaces is kept as {name}_old_" in step["summary"]
+        assert "ended 1 session(s): billing-worker" in step["summary"]
+    finally:
+        app.close()
+    assert row_counts(target) == {"precious": 500}
+    assert scalar(target, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                          "WHERE datname = current_database()") == "the live one"
+    assert len(databases(main_server, f"{name}_old_%")) == 1
+    assert _cli("rollback", "--database-url", target).returncode == 0
+    assert row_counts(target)["user"] == 16
+
+
+def test_rollback_without_an_old_copy_changes_nothing(
+        main_server: Server, new_database: NewDatabases) -> None:
+    """Nor is a database taken for one whose name only looks like a copy of the target's:
+    its token was made from another name."""
+    target = new_database("rt_rollback_none")
+    execute(target, "CREATE TABLE t (id int)")
+    lookalike = f"{dbname(target)}_old_20260101_000000_000000"
+    execute(main_server.conninfo, f'CREATE DATABASE "{lookalike}"')
+    done = _cli("rollback", "--database-url", target, "--json")
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["steps"][0]["summary"].startswith(
+        f'There is no old copy of "{dbname(target)}" to roll back to')
+    assert databases(main_server, lookalike) == [lookalike]
+    assert scalar(target, "SELECT to_regclass('t') IS NOT NULL") is True
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    return subprocess.run([sys.executable, "-m", "restore_tool", *args], capture_output=True,
+                          text=True, env=env, timeout=300)
