@@ -560,8 +560,8 @@ def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cl
     extra = ["--no-analyze"] if step == "smoke test" else []
     process = _cli("restore", str(dump), "--database-url", target, "--replace",
                    "--migrate", hook, *extra)
-    _until(lambda: any(line.split()[0].endswith("/sleep")  # the hook, not our command line
-                       for line in _processes_running(hook)), timeout=60)
+    _until(lambda: any(Path(line.split()[0]).name in ("sh", "sleep")  # the hook, not our
+                       for line in _processes_running(hook)), timeout=60)  # command line
     holder = None
     try:
         if step != "post-restore":  # the load is done: block the step that comes
