@@ -129,8 +129,10 @@ Confirm = Annotated[str | None, typer.Option(
 PgBin = Annotated[list[Path] | None, typer.Option(
     "--pg-bin", metavar="DIR",
     help="Use only the pg_restore, psql and vacuumdb in this folder; repeatable.")]
-DumpPath = Annotated[Path, typer.Argument(metavar="DUMP", help="Dump file or directory.",
-                                          show_default=False)]
+DumpPath = Annotated[str, typer.Argument(
+    metavar="DUMP", show_default=False, help="Dump file or directory (a folder of dumps: the "
+    "newest), - for standard input, an http(s):// URL, or (restore) a live postgresql:// "
+    "database to dump.")]
 
 
 def _settings(url: str | None, env_file: Path | None, use_embedded: bool) -> config.Settings:

@@ -102,7 +102,7 @@ def verify(
 
 def restore(
     settings: Settings,
-    dump: Path,
+    dump: Path | str,
     options: Options | None = None,
     *,
     smoke_test: bool = True,
@@ -123,7 +123,7 @@ def restore(
 
 
 def restore_scratch(
-    dump: Path,
+    dump: Path | str,
     options: Options | None = None,
     *,
     smoke_test: bool = True,
@@ -147,7 +147,7 @@ def restore_scratch(
                                  facts=config_facts(found), progress=progress)
 
 
-def inspect(dump: Path, pg_bin: Sequence[Path] = (), work_dir: Path | None = None) -> Dump:
+def inspect(dump: Path | str, pg_bin: Sequence[Path] = (), work_dir: Path | None = None) -> Dump:
     """What a dump is and holds, and which client tool here reads it."""
     return restoring.inspect(dump, pg_bin, work_dir)
 

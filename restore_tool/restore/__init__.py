@@ -27,11 +27,12 @@ from .state import Options as Options
 from .state import Run, maintenance
 
 
-def inspect(path: Path, pg_bin: Sequence[Path] = (), work_dir: Path | None = None) -> Dump:
+def inspect(path: Path | str, pg_bin: Sequence[Path] = (), work_dir: Path | None = None
+            ) -> Dump:
     """What a dump is and holds, and which client tool reads it."""
     with _work(work_dir) as work:
-        path, _ = sources.local(path, work)
-        with archive.opened(path, work, pg_bin) as (dump, _):
+        local, _ = sources.local(path, work, live=False)
+        with archive.opened(local, work, pg_bin) as (dump, _):
             return dump
 
 
@@ -42,7 +43,7 @@ def _work(within: Path | None) -> AbstractContextManager[Path]:
     return workdir.made("work", within)
 
 
-def run(settings: Settings, path: Path, options: Options = Options(), *,
+def run(settings: Settings, path: Path | str, options: Options = Options(), *,
         smoke_plan: smoke.Plan | None = smoke.AUTOMATIC,
         facts: Iterable[tuple[str, str]] = (), progress: Progress | None = None) -> Report:
     """Restore the dump at `path` into the target; the report of every step. Holds the
@@ -90,7 +91,7 @@ def run(settings: Settings, path: Path, options: Options = Options(), *,
 SCRATCH_DATABASE = "restore_check"
 
 
-def run_scratch(path: Path, options: Options = Options(), *,
+def run_scratch(path: Path | str, options: Options = Options(), *,
                 smoke_plan: smoke.Plan | None = smoke.AUTOMATIC,
                 facts: Iterable[tuple[str, str]] = (), progress: Progress | None = None
                 ) -> Report:

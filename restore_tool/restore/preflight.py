@@ -28,7 +28,8 @@ def preflight(state: Run) -> Outcome:
     for script in options.post_sql:
         if not script.is_file():
             raise BadInput(f"--post-sql {script} does not exist.")
-    state.path, named = sources.local(state.path, state.work)
+    state.path, named = sources.local(state.source, state.work, jobs=state.jobs,
+                                      progress=state.progress)
     dump, readable = state.stack.enter_context(
         archive.opened(state.path, state.work, options.pg_bin))
     state.dump, state.readable = dump, readable

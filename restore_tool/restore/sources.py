@@ -1,16 +1,26 @@
 """Where a dump comes from, made a local file or folder that pg_restore and psql can read:
-standard input (or any pipe) spooled into the work directory, or the newest dump in a folder
-of dumps. Pure file handling: nothing here touches a database."""
+standard input (or any pipe) spooled into the work directory, a download, a live database
+dumped with pg_dump (read-only), or the newest dump in a folder of dumps."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import stat
 import sys
+from collections.abc import Callable
+from contextlib import closing, suppress
+from http.client import IncompleteRead
 from pathlib import Path
 from typing import IO
+from urllib.error import HTTPError, URLError
+from urllib.parse import urlsplit
+from urllib.request import urlopen
 
-from ..errors import BadInput
+from .. import db, pgtools
+from ..conninfo import child_env, looks_like_url, mask
+from ..errors import BadInput, ConnectionFailed, MissingBinary
+from ..pipeline import Progress
 from . import archive
 
 CHUNK = 1024 * 1024
@@ -19,19 +29,35 @@ STDIN = "-"
 _PARTIAL = (".tmp", ".part", ".partial", ".inprogress", ".incomplete", "~")
 
 
-def local(path: Path, work: Path, stdin: IO[bytes] | None = None) -> tuple[Path, str]:
-    """(what to read, how the report names it). `-`, /dev/stdin, a FIFO or `<(pg_dump …)`
-    are spooled to `work` first (pg_restore -j needs a file it can seek in); a folder that
-    is not itself a directory-format dump stands for the newest dump in it."""
+def local(source: Path | str, work: Path, *, jobs: int = 1, progress: Progress | None = None,
+          stdin: IO[bytes] | None = None, live: bool = True) -> tuple[Path, str]:
+    """(what to read, how the report names it, password masked). `-`, /dev/stdin, a FIFO or
+    `<(pg_dump …)` are spooled to `work` first (pg_restore -j needs a file it can seek in);
+    an http(s):// URL is downloaded there; a postgresql:// URL is a live database, dumped
+    there (`live`: a restore may, inspect may not); a folder that is not itself a
+    directory-format dump stands for the newest dump in it."""
+    text = str(source)
+    if isinstance(source, str) and _DATABASE_URL.match(text):
+        if not live:
+            raise BadInput("inspect reads dumps; a live database (a postgresql:// URL) is a "
+                           "source only restore takes.")
+        return from_database(text, work, jobs=jobs)
+    if isinstance(source, str) and text.lower().startswith(("http://", "https://")):
+        return download(text, work, progress)
+    if looks_like_url(text):  # not echoed: it may hold a password
+        raise BadInput("The dump is given as a URL restore-tool cannot read: it reads a dump "
+                       "file or directory, -, an http(s):// URL or a live postgresql:// "
+                       "database; the target goes in DATABASE_URL or --database-url.")
+    path = Path(source)
     if str(path) == STDIN or _is_pipe(path):
-        source = stdin if stdin is not None else sys.stdin.buffer
         name = "standard input" if str(path) == STDIN else str(path)
-        if str(path) == STDIN and source.isatty():
-            raise BadInput("`restore -` reads the dump from standard input, which is a "
-                           "terminal here.", "Pipe a dump in: pg_dump -Fc … | restore-tool "
-                           "restore -")
         if str(path) == STDIN:
-            spooled = spool(source, work / "stdin.dump", name)
+            given = stdin if stdin is not None else sys.stdin.buffer
+            if given.isatty():
+                raise BadInput("`restore -` reads the dump from standard input, which is a "
+                               "terminal here.", "Pipe a dump in: pg_dump -Fc … | "
+                               "restore-tool restore -")
+            spooled = spool(given, work / "stdin.dump", name)
         else:
             with path.open("rb") as handle:
                 spooled = spool(handle, work / "pipe.dump", name)
@@ -51,9 +77,11 @@ def _is_pipe(path: Path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)
 
 
-def spool(source: IO[bytes], target: Path, name: str) -> Path:
+def spool(source: IO[bytes], target: Path, name: str,
+          on_chunk: Callable[[int], None] | None = None) -> Path:
     """Copy `source` into `target` a chunk at a time, checking before each write that the
-    folder keeps room for it: one sentence when it runs out, the partial copy removed."""
+    folder keeps room for it: one sentence when it runs out, the partial copy removed.
+    `on_chunk` hears the bytes written so far."""
     written = 0
     with target.open("wb") as out:
         while chunk := source.read(CHUNK):
@@ -67,6 +95,8 @@ def spool(source: IO[bytes], target: Path, name: str) -> Path:
                     "there.", "Free space there, or choose another place with --work-dir DIR.")
             out.write(chunk)
             written += len(chunk)
+            if on_chunk is not None:
+                on_chunk(written)
     if not written:
         target.unlink()
         raise BadInput(f"{name} is empty: nothing to restore.")
@@ -88,3 +118,85 @@ def newest(folder: Path) -> tuple[Path, list[str]]:
     raise BadInput(f"{folder} holds no dump (no pg_dump archive, SQL dump or directory-format "
                    "dump in it)" + (f"; left out as unfinished: {', '.join(skipped)}" if skipped
                                     else "") + ".")
+
+
+_DATABASE_URL = re.compile(r"^postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)
+
+
+def shown_url(url: str) -> str:
+    """An http(s) URL for people: no user or password, no query (a presigned URL's
+    signature is a secret too)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}" + ("?…" if parts.query else "")
+
+
+def download(url: str, work: Path, progress: Progress | None = None) -> tuple[Path, str]:
+    """Fetch `url` into `work`: the free space checked against its Content-Length first,
+    and again before every MiB; a download that ends short of its Content-Length is one
+    sentence, never a truncated dump restored."""
+    shown = shown_url(url)
+    try:
+        response = urlopen(url, timeout=60)  # http and https only: local() checked
+    except HTTPError as error:
+        raise BadInput(f"Downloading {shown} failed: HTTP {error.code} {error.reason}.") \
+            from None
+    except (URLError, OSError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise ConnectionFailed(f"Downloading {shown} failed: {reason}.") from None
+    with response:
+        length = int(response.headers.get("Content-Length") or 0) or None
+        target = work / "download.dump"
+        archive.check_room(Path(shown.rsplit("/", 1)[-1] or "the download"), work, length)
+
+        def shown_progress(done: int) -> None:
+            if progress is not None:
+                progress(done, length or 0, "download")
+
+        with suppress(IncompleteRead):  # the length check below says so
+            spool(response, target, shown, shown_progress)
+        got = target.stat().st_size if target.exists() else 0
+    if length is not None and got != length:
+        target.unlink(missing_ok=True)
+        raise BadInput(f"The download of {shown} stopped after {archive.size_text(got)} of "
+                       f"{archive.size_text(length)} ({got} of {length} bytes): nothing was "
+                       "restored from it.", "Download it again.")
+    return target, f"{shown} (downloaded: {archive.size_text(got)})"
+
+
+def from_database(url: str, work: Path, *, jobs: int = 1) -> tuple[Path, str]:
+    """A live source database dumped into `work` by the pg_dump of its own major (else the
+    oldest newer one), directory format with `jobs` connections, in read-only sessions:
+    the source is never written to. The room it needs is checked first against the size of
+    its tables (the most the dump's data can take)."""
+    conninfo = _DRIVER_SUFFIX.sub(r"\1://", url)
+    shown = mask(conninfo)
+    with closing(db.connect(conninfo, read_only=True)) as conn:
+        major = conn.info.server_version // 10000
+        row = conn.execute(_TABLE_BYTES).fetchone()
+    tables = int(row[0]) if row else 0
+    candidates = [tool for tool in pgtools.find_all("pg_dump") if tool.version[0] >= major]
+    if not candidates:
+        raise MissingBinary(f"No pg_dump {major} or newer is installed here to dump the source "
+                            f"(PostgreSQL {major}).", "Install the PostgreSQL client of that "
+                            "version, or pass --pg-bin DIR.")
+    tool = next((t for t in candidates if t.version[0] == major), min(candidates))
+    free = shutil.disk_usage(work).free
+    if tables > free:
+        raise BadInput(f"Dumping {shown} needs up to {archive.size_text(tables)} in "
+                       f"{work.parent}, which has {archive.size_text(free)} free.",
+                       "Free space there, or choose another place with --work-dir DIR.")
+    out = work / "source.dir"
+    info, env = child_env(conninfo)
+    env["PGOPTIONS"] = " ".join(filter(None, (env.get("PGOPTIONS"),
+                                              "-c default_transaction_read_only=on")))
+    pgtools.run(pgtools.pg_dump_cmd(tool, info, out, fmt="directory", jobs=jobs), env)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    return out, (f"{shown} (a live database, dumped read-only by pg_dump {tool.version_text}"
+                 f" -Fd -j {jobs}: {archive.size_text(size)})")
+
+
+_DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[A-Za-z0-9_]+://")
+_TABLE_BYTES = ("SELECT coalesce(sum(pg_table_size(oid)), 0) FROM pg_class "
+                "WHERE relkind IN ('r', 'm') AND relpersistence = 'p'")

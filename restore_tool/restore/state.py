@@ -49,12 +49,13 @@ class Run:
     """What the steps of one restore learn and share."""
 
     settings: Settings
-    path: Path
+    source: Path | str  # as given: a path, -, an http(s):// or postgresql:// URL
     options: Options
     smoke: smoke.Plan | None  # None: --no-smoke
     progress: Progress | None
     work: Path
     stack: ExitStack
+    path: Path = Path()  # the dump as a local file or folder (preflight makes it one)
     info: str = ""  # the target's conninfo
     target: str = ""  # its database name
     target_existed: bool | None = None  # None: not known yet (preflight had not asked)

@@ -4,6 +4,7 @@ backups), leaving some tables' rows out, and rolling back to the previous databa
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -11,18 +12,28 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Any, cast
 
 import psycopg
 import pytest
 
+from restore_tool.conninfo import url
 from restore_tool.errors import BadInput
 from restore_tool.restore import sources
 from tests.conftest import ROOT
-from tests.func.test_faults import CLEAN_ENV
-from tests.helpers import databases, dbname, execute, pg_dump, row_counts, scalar
-from tests.servers import NewDatabases, Server, embedded_bin_dir
+from tests.func.test_faults import CLEAN_ENV, _until
+from tests.helpers import (
+    databases,
+    dbname,
+    execute,
+    password_url,
+    pg_dump,
+    row_counts,
+    scalar,
+)
+from tests.servers import NewDatabases, Server, embedded_bin_dir, standby
 
 SAMPLE = ROOT / "backups" / "battery-hub.dump"
 
@@ -243,3 +254,98 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
     return subprocess.run([sys.executable, "-m", "restore_tool", *args], capture_output=True,
                           text=True, env=env, timeout=300)
+
+
+def test_a_live_database_is_dumped_and_restored_with_its_password_masked(
+        main_server: Server, password_role: tuple[str, str],
+        new_database: NewDatabases) -> None:  # the role goes after the databases
+    role, password = password_role
+    source = new_database("rt_live_source")
+    execute(source, f"""CREATE TABLE t (id serial PRIMARY KEY);
+        INSERT INTO t SELECT generate_series(1, 300); ALTER TABLE t OWNER TO "{role}";
+        GRANT CONNECT ON DATABASE "{dbname(source)}" TO "{role}";
+        ALTER SEQUENCE t_id_seq OWNER TO "{role}"; SELECT setval('t_id_seq', 1)""")
+    target = new_database("rt_live_target", create=False)
+    done = _restore(password_url(main_server, role, password, dbname(source)),
+                    "--database-url", target, "--jobs", "2", "--no-owner")
+    facts = _facts(done)
+    assert facts["Dump"].startswith(f"postgresql://{role}:***@/{dbname(source)}?host=")
+    assert "a live database, dumped read-only by pg_dump 18." in facts["Dump"]
+    assert " -Fd -j 2: " in facts["Dump"] and "directory" in facts["Dump"]
+    assert password not in done.stdout + done.stderr
+    assert row_counts(target) == {"t": 300}
+    assert scalar(target, "SELECT nextval('t_id_seq')") > 300  # repaired as any restore
+
+
+def test_a_live_source_is_only_read_a_hot_standby_serves(
+        main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
+    """A hot standby refuses every write: a dump taken from one took none."""
+    with standby(tmp_path) as (primary, replica):
+        execute(primary.conninfo, "CREATE DATABASE shop")
+        execute(primary.database("shop"), "CREATE TABLE t (id int); "
+                                          "INSERT INTO t SELECT generate_series(1, 50)")
+        _until(lambda: databases(replica, "shop") == ["shop"] and bool(
+            scalar(replica.database("shop"), "SELECT to_regclass('t') IS NOT NULL")), 30)
+        _until(lambda: scalar(replica.database("shop"), "SELECT count(*) FROM t") == 50, 30)
+        target = new_database("rt_from_standby", create=False)
+        _facts(_restore(url(replica.database("shop"), keep_password=True), "--database-url",
+                        target, "--jobs", "2"))
+        assert row_counts(target) == {"t": 50}
+
+
+class _Dumps(http.server.SimpleHTTPRequestHandler):
+    """Serves backups/; `/short/…` promises more bytes than it sends (a cut download)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, directory=str(ROOT / "backups"), **kwargs)
+
+    def do_GET(self) -> None:  # http.server.s name
+        if not self.path.startswith("/short/"):
+            super().do_GET()
+            return
+        data = SAMPLE.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[:len(data) // 2])
+        self.close_connection = True
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dumps)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_download_is_restored_and_its_query_never_shown(
+        served: str, new_database: NewDatabases) -> None:
+    target = new_database("rt_download", create=False)
+    signed = f"{served}/battery-hub.dump?X-Amz-Signature=s3cr3t-signature&X-Amz-Expires=60"
+    done = _restore(signed, "--database-url", target)
+    facts = _facts(done)
+    assert facts["Dump"].startswith(f"{served}/battery-hub.dump?… (downloaded: ")
+    assert "s3cr3t-signature" not in done.stdout + done.stderr
+    assert row_counts(target)["user"] == 16
+
+
+def test_a_cut_download_and_a_missing_one_are_one_sentence(
+        main_server: Server, served: str, new_database: NewDatabases) -> None:
+    target = new_database("rt_cut_download", create=False)
+    done = _restore(f"{served}/short/battery-hub.dump", "--database-url", target)
+    assert done.returncode == 2
+    summary = json.loads(done.stdout)["steps"][0]["summary"]
+    assert summary.startswith(f"The download of {served}/short/battery-hub.dump stopped after ")
+    assert "nothing was restored from it." in summary
+    done = _restore(f"{served}/nope.dump", "--database-url", target)
+    assert done.returncode == 2 and json.loads(done.stdout)["steps"][0]["summary"] == (
+        f"Downloading {served}/nope.dump failed: HTTP 404 File not found.")
+    assert databases(main_server, dbname(target)) == []  # nothing was created
