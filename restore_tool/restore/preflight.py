@@ -29,7 +29,7 @@ def preflight(state: Run) -> Outcome:
         if not script.is_file():
             raise BadInput(f"--post-sql {script} does not exist.")
     state.path, named = sources.local(state.source, state.work, jobs=state.jobs,
-                                      progress=state.progress)
+                                      progress=state.progress, pg_bin=options.pg_bin)
     dump, readable = state.stack.enter_context(
         archive.opened(state.path, state.work, options.pg_bin))
     state.dump, state.readable = dump, readable

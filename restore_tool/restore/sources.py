@@ -8,7 +8,7 @@ import re
 import shutil
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import closing, suppress
 from http.client import IncompleteRead
 from pathlib import Path
@@ -30,7 +30,8 @@ _PARTIAL = (".tmp", ".part", ".partial", ".inprogress", ".incomplete", "~")
 
 
 def local(source: Path | str, work: Path, *, jobs: int = 1, progress: Progress | None = None,
-          stdin: IO[bytes] | None = None, live: bool = True) -> tuple[Path, str]:
+          stdin: IO[bytes] | None = None, live: bool = True, pg_bin: Sequence[Path] = ()
+          ) -> tuple[Path, str]:
     """(what to read, how the report names it, password masked). `-`, /dev/stdin, a FIFO or
     `<(pg_dump …)` are spooled to `work` first (pg_restore -j needs a file it can seek in);
     an http(s):// URL is downloaded there; a postgresql:// URL is a live database, dumped
@@ -41,7 +42,7 @@ def local(source: Path | str, work: Path, *, jobs: int = 1, progress: Progress |
         if not live:
             raise BadInput("inspect reads dumps; a live database (a postgresql:// URL) is a "
                            "source only restore takes.")
-        return from_database(text, work, jobs=jobs)
+        return from_database(text, work, jobs=jobs, pg_bin=pg_bin)
     if isinstance(source, str) and text.lower().startswith(("http://", "https://")):
         return download(text, work, progress)
     if looks_like_url(text):  # not echoed: it may hold a password
@@ -165,7 +166,8 @@ def download(url: str, work: Path, progress: Progress | None = None) -> tuple[Pa
     return target, f"{shown} (downloaded: {archive.size_text(got)})"
 
 
-def from_database(url: str, work: Path, *, jobs: int = 1) -> tuple[Path, str]:
+def from_database(url: str, work: Path, *, jobs: int = 1, pg_bin: Sequence[Path] = ()
+                  ) -> tuple[Path, str]:
     """A live source database dumped into `work` by the pg_dump of its own major (else the
     oldest newer one), directory format with `jobs` connections, in read-only sessions:
     the source is never written to. The room it needs is checked first against the size of
@@ -176,7 +178,8 @@ def from_database(url: str, work: Path, *, jobs: int = 1) -> tuple[Path, str]:
         major = conn.info.server_version // 10000
         row = conn.execute(_TABLE_BYTES).fetchone()
     tables = int(row[0]) if row else 0
-    candidates = [tool for tool in pgtools.find_all("pg_dump") if tool.version[0] >= major]
+    candidates = [tool for tool in pgtools.find_all("pg_dump", pg_bin)
+                  if tool.version[0] >= major]
     if not candidates:
         raise MissingBinary(f"No pg_dump {major} or newer is installed here to dump the source "
                             f"(PostgreSQL {major}).", "Install the PostgreSQL client of that "
