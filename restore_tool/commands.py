@@ -14,8 +14,7 @@ from pathlib import Path
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from . import db, embedded, pgtools, sequences, smoke, workdir
-from . import restore as restoring
+from . import db, embedded, pgtools, restoring, sequences, smoke, workdir
 from .config import EMBEDDED_DATABASE, NO_TARGET, Settings
 from .conninfo import child_env, dbname, maintenance, mask, password_of, url
 from .db import Connection
@@ -23,8 +22,8 @@ from .errors import BadInput, ConfigError, NoTarget
 from .pipeline import Outcome, Progress, Report, Status, Step, StepName, run_steps
 from .project import Project, protected_by
 from .project import load as load_project
-from .restore import leftovers, swap
-from .restore.archive import Dump
+from .restoring import leftovers, swap
+from .restoring.archive import Dump
 
 __all__ = ["Dump", "Options", "Project", "Report", "cleanup", "fix_sequences", "inspect",
            "psql", "restore", "restore_scratch", "rollback", "target_url", "verify"]

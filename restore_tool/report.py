@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 from .pipeline import Report, Status, StepName, StepResult
-from .restore.archive import Dump
-from .restore.hooks import HookOutput
-from .restore.load import LoadError
+from .restoring.archive import Dump
+from .restoring.hooks import HookOutput
+from .restoring.load import LoadError
 from .sequences import count
 from .sequences.plan import Action, SequenceFix
 from .smoke import SmokeResult, Verdict

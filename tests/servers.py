@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from restore_tool.restore.swap import stamped
+from restore_tool.restoring.swap import stamped
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_ROOT = "/usr/lib/postgresql"

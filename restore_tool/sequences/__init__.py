@@ -56,7 +56,7 @@ LOCK_TIMEOUT = "5s"  # for --lock when the session has none
 def discover(conn: Connection, schemas: Sequence[str] = ()) -> tuple[list[SequenceInfo], int]:
     """Every sequence that feeds a column, with the columns it feeds; and how many locks the
     server's lock table can spare for measuring them."""
-    with conn.transaction():
+    with conn.transaction(force_rollback=True):  # reads only; its SET LOCALs go with it
         prepared = conn.execute(PREPARE_DISCOVERY).fetchone()
         with conn.cursor(row_factory=args_row(FeedRow)) as cur:
             rows = cur.execute(DISCOVER, {"schemas": list(schemas) or None}).fetchall()
@@ -118,10 +118,12 @@ def batches(seqs: Sequence[SequenceInfo], budget: int) -> list[list[SequenceInfo
 
 
 def _run_block(conn: Connection, template: str, items: list[dict[str, object]]) -> Any:
-    """Run a MEASURE or APPLY block over `items` and return the JSON it reports. The block
-    commits as it goes, so the connection must be in autocommit mode."""
+    """Run a MEASURE or APPLY block over `items` and return the JSON it reports. On an
+    autocommit connection the block commits as it goes (its lock budget spent); on a
+    caller's connection it runs inside the caller's transaction and commits nothing, its
+    locks held until that transaction ends."""
     if not conn.autocommit:
-        raise ValueError("sequence blocks commit as they go: use an autocommit connection")
+        items = [{**item, "commit": False} for item in items]
     version = 18 if conn.info.server_version >= 180000 else 0
     body = template.format(
         input=Literal(json.dumps(items)).as_string(conn) + "::jsonb",

@@ -243,7 +243,7 @@ def test_the_server_stopping_mid_restore_is_one_sentence(slow_dump: Path, tmp_pa
 
 # Runs the CLI with the loader's child environment made to leak: the password stays in the
 # conninfo given to pg_restore's argv. The watcher must see it, or it proves nothing.
-_LEAKY = ("import os, sys; import restore_tool.restore.load as load; "
+_LEAKY = ("import os, sys; import restore_tool.restoring.load as load; "
           "load.child_env = lambda info: (info, dict(os.environ)); "
           "from restore_tool.cli import main; sys.argv[0] = 'restore-tool'; main()")
 

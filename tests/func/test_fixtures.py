@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from restore_tool.restore.swap import stamped
+from restore_tool.restoring.swap import stamped
 from tests.helpers import databases, dbname, execute
 from tests.servers import NewDatabases, Server
 

@@ -17,7 +17,7 @@ import pytest
 from restore_tool import commands, report
 from restore_tool.errors import MissingBinary
 from restore_tool.pipeline import Status
-from restore_tool.restore import archive
+from restore_tool.restoring import archive
 from restore_tool.sequences.plan import Action
 from tests.helpers import (
     by_label,

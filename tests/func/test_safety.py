@@ -20,11 +20,10 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from restore_tool import commands, project, report
-from restore_tool import restore as restoring
+from restore_tool import commands, project, report, restoring
 from restore_tool.pipeline import Outcome, Report, StepName, StepResult
-from restore_tool.restore import swap
-from restore_tool.restore.state import Run
+from restore_tool.restoring import swap
+from restore_tool.restoring.state import Run
 from tests.func.test_faults import (  # noqa: F401 (slow_dump: a fixture)
     CLEAN_ENV,
     SAMPLE,

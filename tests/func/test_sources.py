@@ -21,7 +21,7 @@ import pytest
 
 from restore_tool.conninfo import url
 from restore_tool.errors import BadInput
-from restore_tool.restore import sources
+from restore_tool.restoring import sources
 from tests.conftest import ROOT
 from tests.func.test_faults import CLEAN_ENV, _until
 from tests.helpers import (

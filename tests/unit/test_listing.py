@@ -3,7 +3,7 @@ ones included), owners, counts."""
 
 from __future__ import annotations
 
-from restore_tool.restore.archive import parse_listing
+from restore_tool.restoring.archive import parse_listing
 
 LISTING = """\
 ;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from restore_tool.restore.load import LoadError, RestoreLog, Server
+from restore_tool.restoring.load import LoadError, RestoreLog, Server
 
 SERIAL = """\
 pg_restore: connecting to database for restore

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from restore_tool.restore import needs, script
+from restore_tool.restoring import needs, script
 
 SCRIPT = b"""\
 SET default_tablespace = '';

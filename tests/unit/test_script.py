@@ -3,7 +3,7 @@ filter: data rows that look like SQL, semicolons inside quotes, bodies and comme
 
 from __future__ import annotations
 
-from restore_tool.restore.script import Kind, pieces
+from restore_tool.restoring.script import Kind, pieces
 
 
 def _split(text: str) -> list[tuple[Kind, str]]:

@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from restore_tool.errors import BadInput
-from restore_tool.restore import archive
-from restore_tool.restore.archive import check_room, unwrapped_size
+from restore_tool.restoring import archive
+from restore_tool.restoring.archive import check_room, unwrapped_size
 
 DATA = bytes(range(256)) * 4000  # 1,024,000 bytes
 

@@ -1,0 +1,98 @@
+"""The Python API: `from restore_tool import restore, fix_sequences, verify, inspect`. Each
+takes a target URL (None: resolved as the CLI resolves it, from the environment and ./.env)
+or, for fix_sequences and verify, an open psycopg connection, and returns the Report the CLI
+renders. On a caller's connection the work runs in the caller's transaction (if one is
+open) and commits nothing; see the README's "Use from Python" for what that means."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from . import commands, config, sequences, smoke
+from .conninfo import mask
+from .pipeline import Outcome, Report, Status, Step, StepName, run_steps
+from .project import Project
+from .restoring.archive import Dump
+
+Target = str | psycopg.Connection[Any] | None
+
+
+def _settings(target: str | None) -> config.Settings:
+    return config.resolve(database_url=target)
+
+
+def _shown(conn: psycopg.Connection[Any]) -> str:
+    return mask(make_conninfo(conn.info.dsn))
+
+
+def fix_sequences(target: Target = None, *, schemas: Sequence[str] = (), exact: bool = False,
+                  dry_run: bool = False, jobs: int | None = None, lock: bool = False,
+                  confirm: str | None = None, project: Project | None = None) -> Report:
+    """Move every sequence that lags its data past it, as `restore-tool fix-sequences`. On
+    a connection: one connection (no jobs), no run lock, and inside an open transaction no
+    commit, so rows the caller inserted in it are measured too."""
+    if not isinstance(target, psycopg.Connection):
+        return commands.fix_sequences(_settings(target), schemas=schemas, exact=exact,
+                                      dry_run=dry_run, jobs=jobs, lock=lock,
+                                      confirm=confirm, project=project)
+    conn = target
+
+    def repair() -> Outcome:
+        fixes = sequences.repair(conn, schemas, exact=exact, dry_run=dry_run, jobs=1,
+                                 lock=lock)
+        return sequences.repair_outcome(fixes, dry_run=dry_run)
+
+    return Report("fix-sequences", _shown(conn), "a psycopg connection",
+                  run_steps([Step(StepName.REPAIR_SEQUENCES, repair)]))
+
+
+def verify(target: Target = None, *, schemas: Sequence[str] = (), jobs: int | None = None,
+           smoke_test: bool = True, auto_smoke: bool = True,
+           near_limit: float = sequences.NEAR_LIMIT, project: Project | None = None) -> Report:
+    """The health check of `restore-tool verify`. On a connection the smoke inserts run in
+    savepoints rolled back inside the caller's transaction (nextval still is not)."""
+    if not isinstance(target, psycopg.Connection):
+        return commands.verify(_settings(target), schemas=schemas, jobs=jobs,
+                               smoke_test=smoke_test, auto_smoke=auto_smoke,
+                               near_limit=near_limit, project=project)
+    conn = target
+    found = project if project is not None else Project()
+    plan = commands.smoke_plan(found, smoke_test, auto_smoke)
+    spare: list[tuple[int, str]] = []
+
+    def check() -> Outcome:
+        planned = sequences.survey(conn, schemas)
+        spare.extend(sequences.spare(planned, near_limit))
+        return sequences.check_outcome(planned, near_limit)
+
+    def smoked() -> Outcome:
+        if plan is None:
+            return Outcome(Status.SKIPPED, "smoke_test=False")
+        return smoke.step(conn, lambda: conn, smoke.Plan(
+            rows=plan.rows, automatic=plan.automatic, timeout=plan.timeout,
+            schemas=tuple(schemas), spare=tuple(spare)), 1)
+
+    return Report("verify", _shown(conn), "a psycopg connection", run_steps([
+        Step(StepName.CHECK_SEQUENCES, check), Step(StepName.SMOKE_TEST, smoked)]))
+
+
+def restore(dump: Path | str, target: str | None = None, *,
+            options: commands.Options | None = None, smoke_test: bool = True,
+            auto_smoke: bool = True, project: Project | None = None,
+            confirm: str | None = None) -> Report:
+    """`restore-tool restore`: `dump` is a path, "-", an http(s):// URL or a live
+    postgresql:// database; `target` a URL (None: the environment, then the embedded
+    server)."""
+    return commands.restore(_settings(target), dump, options, smoke_test=smoke_test,
+                            auto_smoke=auto_smoke, project=project, confirm=confirm)
+
+
+def inspect(dump: Path | str, pg_bin: Sequence[Path] = (), work_dir: Path | None = None
+            ) -> Dump:
+    """What a dump is and holds, as `restore-tool inspect`."""
+    return commands.inspect(dump, pg_bin, work_dir)
