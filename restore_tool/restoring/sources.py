@@ -116,9 +116,10 @@ def newest(folder: Path) -> tuple[Path, list[str]]:
             skipped.append(entry.name)
         elif archive.is_dump(entry):
             return entry, skipped
-    raise BadInput(f"{folder} holds no dump (no pg_dump archive, SQL dump or directory-format "
-                   "dump in it)" + (f"; left out as unfinished: {', '.join(skipped)}" if skipped
-                                    else "") + ".")
+    raise BadInput(f"{folder} holds no dump: it is not a directory-format dump (it has no "
+                   "toc.dat), and no pg_dump archive, SQL dump or directory-format dump is in "
+                   "it" + (f" (left out as unfinished: {', '.join(skipped)})" if skipped
+                           else "") + ".")
 
 
 _DATABASE_URL = re.compile(r"^postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)

@@ -119,8 +119,8 @@ def test_a_folder_without_a_dump_is_one_sentence(tmp_path: Path,
     done = _restore(str(tmp_path), "--database-url", target)
     assert done.returncode == 2
     assert json.loads(done.stdout)["steps"][0]["summary"] == (
-        f"{tmp_path} holds no dump (no pg_dump archive, SQL dump or directory-format dump in "
-        "it).")
+        f"{tmp_path} holds no dump: it is not a directory-format dump (it has no toc.dat), "
+        "and no pg_dump archive, SQL dump or directory-format dump is in it.")
 
 
 def test_a_fifo_is_spooled_too(new_database: NewDatabases, tmp_path: Path) -> None:
