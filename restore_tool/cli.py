@@ -4,18 +4,26 @@ report -> an exit code. `Boundary` is the one place an error becomes a sentence 
 from __future__ import annotations
 
 import signal
+import sys
 from contextlib import suppress
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
-import psycopg
 import typer
 from typer.core import TyperGroup
 
-from . import __version__, commands, config, embedded, progress, project, report
-from .errors import ExitCode, RestoreToolError, from_database
-from .pipeline import Report, Status
+from . import __version__
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from .config import Settings
+    from .errors import ExitCode
+    from .pipeline import Report
+
+# The rest of the package (and psycopg, rich) is imported inside the commands that use it:
+# `restore-tool --version`, `-h` and a usage error load none of it.
 
 # click's UsageError, whether typer vendors click (0.20 on) or not
 UsageError: type[Any] = typer.BadParameter.__bases__[0]
@@ -39,19 +47,28 @@ class Boundary(TyperGroup):
         as_json = "--json" in given[:given.index("--")] if "--" in given else "--json" in given
         try:
             code = super().invoke(ctx)
-        except (RestoreToolError, psycopg.Error) as caught:
-            if ctx.params.get("debug"):
-                raise
-            error = caught if isinstance(caught, RestoreToolError) else from_database(caught)
-            _fail(command, as_json, error.message, error.hint, error.exit_code)
         except KeyboardInterrupt as interrupt:
+            from .errors import ExitCode
             name = interrupt.args[0] if interrupt.args else "SIGINT"
             _fail(command, as_json, f"interrupted ({name}).", None, ExitCode.INTERRUPTED)
         except UsageError as usage:
             if not as_json:
                 raise
+            from .errors import ExitCode
             usage.show()
             _fail(command, as_json, usage.format_message(), None, ExitCode.USAGE, echo=False)
+        except typer.Exit:
+            raise
+        except Exception as caught:
+            from .errors import RestoreToolError, from_database
+            loaded = sys.modules.get("psycopg")  # if a command got far enough to load it
+            ours = isinstance(caught, RestoreToolError)
+            if ctx.params.get("debug") or not (ours or (
+                    loaded is not None and isinstance(caught, loaded.Error))):
+                raise
+            error = caught if isinstance(caught, RestoreToolError) else \
+                from_database(cast("psycopg.Error", caught))
+            _fail(command, as_json, error.message, error.hint, error.exit_code)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -65,6 +82,7 @@ def _fail(command: str, as_json: bool, message: str, hint: str | None, code: Exi
     if echo:
         typer.echo(f"error: {message}" + (f"\nhint: {hint}" if hint else ""), err=True)
     if as_json:
+        from . import report
         typer.echo(report.error_json(command, message, hint, int(code)), nl=False)
     raise typer.Exit(int(code))
 
@@ -135,11 +153,14 @@ DumpPath = Annotated[str, typer.Argument(
     "database to dump.")]
 
 
-def _settings(url: str | None, env_file: Path | None, use_embedded: bool) -> config.Settings:
+def _settings(url: str | None, env_file: Path | None, use_embedded: bool) -> Settings:
+    from . import config
     return config.resolve(database_url=url, env_file=env_file, embedded=use_embedded)
 
 
 def _emit(result: Report, as_json: bool, quiet: bool = False) -> int:
+    from . import report
+    from .pipeline import Status
     if as_json:
         typer.echo(report.to_json(result), nl=False)
     elif not quiet or any(step.status in (Status.FAILED, Status.WARNING)
@@ -162,6 +183,7 @@ def fix_sequences(
     database_url: DatabaseUrl = None, env_file: EnvFile = None, use_embedded: Embedded = False,
     as_json: Json = False, quiet: Quiet = False) -> int:
     """Move every sequence that lags its data just past it (forward only)."""
+    from . import commands, project
     return _emit(commands.fix_sequences(
         _settings(database_url, env_file, use_embedded), schemas=schema or (), exact=exact,
         dry_run=dry_run, jobs=jobs, lock=lock, project=project.load(config_file),
@@ -179,6 +201,7 @@ def verify(
     use_embedded: Embedded = False, as_json: Json = False, quiet: Quiet = False) -> int:
     """Health check for deploys: exit 0 when no sequence lags its data and a rolled-back
     insert into every table works, 1 when not. Changes no data."""
+    from . import commands, project
     return _emit(commands.verify(
         _settings(database_url, env_file, use_embedded), schemas=schema or (), jobs=jobs,
         smoke_test=not no_smoke, auto_smoke=not no_auto_smoke, near_limit=near_limit / 100,
@@ -189,6 +212,7 @@ def verify(
 def inspect_dump(dump: DumpPath, pg_bin: PgBin = None, work_dir: WorkDir = None,
                  as_json: Json = False) -> int:
     """What is in a dump, and which pg_restore (or psql) here can read it."""
+    from . import commands, report
     found = commands.inspect(dump, pg_bin or (), work_dir)
     typer.echo(report.dump_json(found) if as_json else report.render_dump(found), nl=False)
     return 0
@@ -244,6 +268,7 @@ def restore_dump(
     use_embedded: Embedded = False, as_json: Json = False, quiet: Quiet = False,
 ) -> int:
     """Restore a dump: load, repair sequences, analyze, smoke-test, verify, checklist."""
+    from . import commands, progress, project, report
     options = commands.Options(
         replace=replace, drop_old=drop_old, jobs=jobs, no_owner=no_owner,
         no_privileges=no_privileges, no_tablespaces=no_tablespaces, server_locale=server_locale,
@@ -270,7 +295,7 @@ def restore_dump(
         except OSError as error:
             typer.echo(f"error: the report could not be written to {report_file}: "
                        f"{error.strerror or error}.", err=True)
-            return code or int(ExitCode.USAGE)
+            return code or 2  # ExitCode.USAGE
     return code
 
 
@@ -285,6 +310,7 @@ def rollback(
     """Swap the previous database back in: the newest <db>_old_… a restore --replace kept
     becomes the target again; the one it replaces is kept as the newest old copy (a second
     rollback undoes the first)."""
+    from . import commands, project
     return _emit(commands.rollback(
         _settings(database_url, env_file, use_embedded), lock_wait=lock_wait, confirm=confirm,
         project=project.load(config_file)), as_json, quiet)
@@ -308,6 +334,7 @@ def cleanup(
     """Drop what killed runs left on the server (scratch databases they marked as theirs)
     and on this machine (their directories in the temp directory and --work-dir, a --scratch
     server in one stopped first) and, with --keep or --older-than, the target's old copies."""
+    from . import commands, project
     for line in commands.cleanup(_settings(database_url, env_file, use_embedded),
                                  dry_run=dry_run, keep=keep, older_than=older_than,
                                  work_dir=work_dir,
@@ -323,6 +350,7 @@ def url(show_password: Annotated[bool, typer.Option(
         database_url: DatabaseUrl = None, env_file: EnvFile = None,
         use_embedded: Embedded = False) -> int:
     """Print the target's URL (password masked); for the embedded server, start it first."""
+    from . import commands
     settings = _settings(database_url, env_file, use_embedded)
     typer.echo(commands.target_url(settings, show_password=show_password))
     typer.echo(f"(from {settings.origin})", err=True)
@@ -333,6 +361,7 @@ def url(show_password: Annotated[bool, typer.Option(
 def psql(ctx: typer.Context, database_url: DatabaseUrl = None, env_file: EnvFile = None,
          use_embedded: Embedded = False) -> int:
     """Open psql on the target (extra arguments go to psql, e.g. `-- -c 'select 1'`)."""
+    from . import commands
     settings = _settings(database_url, env_file, use_embedded)
     typer.echo(f"Connecting to {commands.target_url(settings)} (from {settings.origin})",
                err=True)
@@ -343,6 +372,7 @@ def psql(ctx: typer.Context, database_url: DatabaseUrl = None, env_file: EnvFile
 @embedded_app.command("status")
 def embedded_status() -> int:
     """Say whether the embedded server in ./.restore-tool runs."""
+    from . import config, embedded
     directory = config.embedded_dir()
     running = embedded.is_running(directory)
     typer.echo(f"The embedded server in {directory} is {'running' if running else 'stopped'}.")
@@ -352,6 +382,7 @@ def embedded_status() -> int:
 @embedded_app.command("stop")
 def embedded_stop() -> int:
     """Stop the embedded server in ./.restore-tool (its data is kept)."""
+    from . import config, embedded
     directory = config.embedded_dir()
     stopped = embedded.stop(directory)
     typer.echo(f"Stopped the embedded server in {directory}." if stopped
