@@ -158,6 +158,16 @@ def _settings(url: str | None, env_file: Path | None, use_embedded: bool) -> Set
     return config.resolve(database_url=url, env_file=env_file, embedded=use_embedded)
 
 
+def _shown(settings: Settings | None) -> tuple[str, str]:
+    """The target as the head of a streamed checklist names it, before it is reached."""
+    from .conninfo import mask
+    if settings is None:
+        return "a temporary embedded PostgreSQL, deleted afterwards", "--scratch"
+    if settings.conninfo is None:
+        return f"the embedded PostgreSQL in {settings.embedded_dir}", settings.origin
+    return mask(settings.conninfo), settings.origin
+
+
 def _emit(result: Report, as_json: bool, quiet: bool = False) -> int:
     from . import report
     from .pipeline import Status
@@ -277,18 +287,27 @@ def restore_dump(
         wait_connections=wait_connections, lock_wait=lock_wait, pg_bin=tuple(pg_bin or ()),
         work_dir=work_dir, exclude_table_data=tuple(exclude_table_data or ()))
     found = project.load(config_file)
-    with progress.reporter(quiet) as show:
-        if scratch:
+    settings = None if scratch else _settings(database_url, env_file, use_embedded)
+    streamed = not as_json and not quiet  # each checklist line as its step ends
+    if streamed:
+        typer.echo(report.render_head("restore", *_shown(settings)) + "\nChecklist:")
+    with progress.reporter(quiet, (lambda step: typer.echo(report.step_line(step)))
+                           if streamed else None) as show:
+        if settings is None:
             given = "--database-url" if database_url else "--embedded" if use_embedded else None
             result = commands.restore_scratch(
                 dump, options, smoke_test=not no_smoke, auto_smoke=not no_auto_smoke,
-                project=found, given_target=given, progress=show)
+                project=found, given_target=given, progress=show, watcher=show)
         else:
             result = commands.restore(
-                _settings(database_url, env_file, use_embedded), dump, options,
-                smoke_test=not no_smoke, auto_smoke=not no_auto_smoke, project=found,
-                confirm=confirm, progress=show)
-    code = _emit(result, as_json, quiet)
+                settings, dump, options, smoke_test=not no_smoke,
+                auto_smoke=not no_auto_smoke, project=found, confirm=confirm, progress=show,
+                watcher=show)
+    if streamed:
+        typer.echo("\n" + report.render(result, streamed=True), nl=False)
+        code = int(result.exit_code)
+    else:
+        code = _emit(result, as_json, quiet)
     if report_file is not None:
         try:
             report_file.write_text(report.to_markdown(result), encoding="utf-8")

@@ -19,7 +19,7 @@ from .config import EMBEDDED_DATABASE, NO_TARGET, Settings
 from .conninfo import child_env, dbname, maintenance, mask, password_of, url
 from .db import Connection
 from .errors import BadInput, ConfigError, NoTarget
-from .pipeline import Outcome, Progress, Report, Status, Step, StepName, run_steps
+from .pipeline import Outcome, Progress, Report, Status, Step, StepName, Watcher, run_steps
 from .project import Project, protected_by
 from .project import load as load_project
 from .restoring import leftovers, swap
@@ -109,6 +109,7 @@ def restore(
     project: Project | None = None,
     confirm: str | None = None,
     progress: Progress | None = None,
+    watcher: Watcher | None = None,
 ) -> Report:
     """Restore `dump` into the target: load, hooks, repair sequences, analyze, smoke test,
     verify, and with `options.replace` the swap. `restore-tool restore DUMP`."""
@@ -118,7 +119,7 @@ def restore(
     check_protected(settings, found, confirm)
     return restoring.run(settings, dump, options,
                          smoke_plan=smoke_plan(found, smoke_test, auto_smoke),
-                         facts=config_facts(found), progress=progress)
+                         facts=config_facts(found), progress=progress, watcher=watcher)
 
 
 def restore_scratch(
@@ -130,6 +131,7 @@ def restore_scratch(
     project: Project | None = None,
     given_target: str | None = None,
     progress: Progress | None = None,
+    watcher: Watcher | None = None,
 ) -> Report:
     """`restore --scratch`: the whole pipeline into a temporary embedded PostgreSQL, deleted
     afterwards: is this backup restorable? The roles the dump needs are created there
@@ -143,7 +145,7 @@ def restore_scratch(
     found = _project(project)
     return restoring.run_scratch(dump, replace(options, create_roles=True),
                                  smoke_plan=smoke_plan(found, smoke_test, auto_smoke),
-                                 facts=config_facts(found), progress=progress)
+                                 facts=config_facts(found), progress=progress, watcher=watcher)
 
 
 def inspect(dump: Path | str, pg_bin: Sequence[Path] = (), work_dir: Path | None = None) -> Dump:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,19 +246,44 @@ def failed(argv: Sequence[str], returncode: int, stderr: Sequence[str]) -> Comma
 
 
 def stream(argv: Sequence[str], env: Mapping[str, str], on_line: Callable[[str], None], *,
-           stdin: Iterable[bytes] | None = None) -> int:
+           stdin: Iterable[bytes] | None = None,
+           watch: Callable[[int], AbstractContextManager[object]] | None = None) -> int:
     """Run argv, handing each line it writes to stderr (in English: messages_in_c) to
-    `on_line` as it comes (progress, errors) and discarding its stdout; feed it `stdin`.
-    Its exit code: reading what went wrong is the caller's job."""
+    `on_line` as it comes (progress, errors) and discarding its stdout; feed it `stdin`;
+    `watch(pid)` is entered while it runs (progress read off /proc). Its exit code: reading
+    what went wrong is the caller's job."""
     command = sh.Command(argv[0])
     try:
         with open(os.devnull, "wb") as sink:
-            process = _waited(command(*argv[1:], _env=messages_in_c(env), _err=on_line,
-                                      _out=sink, _in=stdin, _ok_code=list(range(256)),
-                                      _bg=True, _bg_exc=False, _decode_errors="replace"))
+            running = command(*argv[1:], _env=messages_in_c(env), _err=on_line, _out=sink,
+                              _in=stdin, _ok_code=list(range(256)), _bg=True, _bg_exc=False,
+                              _decode_errors="replace")
+            with watch(running.pid) if watch is not None else nullcontext():
+                process = _waited(running)
     except sh.CommandNotFound:
         raise MissingBinary(f"{argv[0]} was not found.") from None
     return int(process.exit_code)
+
+
+def bytes_read(pid: int) -> int | None:
+    """What process `pid` and its children have read so far (`rchar` in /proc/PID/io), so
+    that a load is measured by the bytes of the dump it has got through; None where /proc
+    cannot tell (not Linux, or the process is gone)."""
+    proc = Path("/proc")
+    try:
+        pids = [pid, *(int(child) for child in
+                       (proc / str(pid) / "task" / str(pid) / "children").read_text().split())]
+    except OSError:
+        return None
+    total = 0
+    for one in pids:
+        try:
+            io = (proc / str(one) / "io").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) for line in io.splitlines()
+                       if line.startswith("rchar:")), 0)
+    return total
 
 
 def shell(command: str, env: Mapping[str, str], on_line: Callable[[str], None]) -> int:

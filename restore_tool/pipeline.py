@@ -87,7 +87,16 @@ class Step:
     run: Callable[[], Outcome]
 
 
-def run_steps(steps: Sequence[Step], *, secret: str | None = None) -> tuple[StepResult, ...]:
+class Watcher(Protocol):
+    """Told as each step starts and ends (the CLI's spinner and its checklist lines)."""
+
+    def started(self, name: StepName) -> None: ...
+
+    def finished(self, step: StepResult) -> None: ...
+
+
+def run_steps(steps: Sequence[Step], *, secret: str | None = None,
+              watcher: Watcher | None = None) -> tuple[StepResult, ...]:
     """Run steps in order; after the first failure the rest are reported as skipped.
     A database error inside a step fails that step with the server's message."""
     results: list[StepResult] = []
@@ -96,7 +105,11 @@ def run_steps(steps: Sequence[Step], *, secret: str | None = None) -> tuple[Step
         if failed:
             results.append(StepResult(step.name, Status.SKIPPED, 0.0, "not run: an earlier "
                                       "step failed"))
+            if watcher is not None:
+                watcher.finished(results[-1])
             continue
+        if watcher is not None:
+            watcher.started(step.name)
         started = time.perf_counter()
         try:
             outcome = step.run()
@@ -108,5 +121,7 @@ def run_steps(steps: Sequence[Step], *, secret: str | None = None) -> tuple[Step
         seconds = time.perf_counter() - started
         results.append(StepResult(step.name, outcome.status, seconds, outcome.summary,
                                   outcome.details, outcome.exit_code))
+        if watcher is not None:
+            watcher.finished(results[-1])
         failed = outcome.status is Status.FAILED
     return tuple(results)

@@ -16,25 +16,41 @@ from .smoke import SmokeResult, Verdict
 ICONS = {Status.PASSED: "✅", Status.FAILED: "❌", Status.WARNING: "⚠️ ", Status.SKIPPED: "⏭️ "}
 
 
-def render(report: Report) -> str:
-    """The terminal checklist."""
-    lines = [f"restore-tool {report.command}",
-             f"Target: {report.target} (from {report.target_source})",
-             *(f"{name}: {value}" for name, value in report.facts), ""]
+def render(report: Report, *, streamed: bool = False) -> str:
+    """The terminal checklist. `streamed`: what comes after the checklist lines already
+    printed as each step ended (render_head, step_line): the facts, the steps' bodies and
+    the verdict."""
+    lines = [] if streamed else render_head(report.command, report.target,
+                                            report.target_source).splitlines()
+    lines += [*(f"{name}: {value}" for name, value in report.facts), ""]
+    if streamed and not report.facts:
+        lines = []
     for step in report.steps:
         body = _STEP_BODIES.get(step.name)
         if body is not None and step.details:
             lines += [*body(step), ""]
-    lines.append("Checklist:")
-    width = max((len(step.name) for step in report.steps), default=0)
-    for step in report.steps:
-        lines.append(f"  {ICONS[step.status]} {step.name:<{width}}  {step.summary}"
-                     f"  ({step.seconds:.2f}s)")
-    lines.append("")
+    if not streamed:
+        lines.append("Checklist:")
+        width = max((len(step.name) for step in report.steps), default=0)
+        lines += [step_line(step, width) for step in report.steps]
+        lines.append("")
     lines.append("All checks passed." if report.ok else
                  "Something failed: see the ❌ lines above.")
     lines += [f"  → {hint}" for hint in report.next_steps]
     return "\n".join(lines) + "\n"
+
+
+def render_head(command: str, target: str, origin: str) -> str:
+    return f"restore-tool {command}\nTarget: {target} (from {origin})\n"
+
+
+STEP_WIDTH = max(len(name) for name in StepName)
+
+
+def step_line(step: StepResult, width: int = STEP_WIDTH) -> str:
+    """`  ✅ load               loaded into shop  (1.20s)`."""
+    return (f"  {ICONS[step.status]} {step.name:<{width}}  {step.summary}"
+            f"  ({step.seconds:.2f}s)")
 
 
 def render_dump(dump: Dump) -> str:

@@ -18,7 +18,17 @@ from .. import db, embedded, sequences, smoke, workdir
 from ..config import Settings
 from ..conninfo import dbname, mask, password_of
 from ..errors import BadInput, Interrupted, RestoreToolError
-from ..pipeline import Outcome, Progress, Report, Status, Step, StepName, StepResult, run_steps
+from ..pipeline import (
+    Outcome,
+    Progress,
+    Report,
+    Status,
+    Step,
+    StepName,
+    StepResult,
+    Watcher,
+    run_steps,
+)
 from ..signals import signals_held
 from . import archive, hooks, leftovers, load, needs, sources, swap
 from .archive import Dump
@@ -45,7 +55,8 @@ def _work(within: Path | None) -> AbstractContextManager[Path]:
 
 def run(settings: Settings, path: Path | str, options: Options = Options(), *,
         smoke_plan: smoke.Plan | None = smoke.AUTOMATIC,
-        facts: Iterable[tuple[str, str]] = (), progress: Progress | None = None) -> Report:
+        facts: Iterable[tuple[str, str]] = (), progress: Progress | None = None,
+        watcher: Watcher | None = None) -> Report:
     """Restore the dump at `path` into the target; the report of every step. Holds the
     target's lock throughout; on Ctrl-C or SIGTERM (raised as KeyboardInterrupt) drops what
     this run created and raises Interrupted saying so. Policy (protected targets, which
@@ -71,7 +82,7 @@ def run(settings: Settings, path: Path | str, options: Options = Options(), *,
             steps.append(step(StepName.SWAP, _swap))
         results: tuple[StepResult, ...] = ()
         try:
-            results = run_steps(steps, secret=password_of(state.info))
+            results = run_steps(steps, secret=password_of(state.info), watcher=watcher)
         except KeyboardInterrupt as interrupt:
             with signals_held():
                 left = _discard(state)
@@ -93,8 +104,8 @@ SCRATCH_DATABASE = "restore_check"
 
 def run_scratch(path: Path | str, options: Options = Options(), *,
                 smoke_plan: smoke.Plan | None = smoke.AUTOMATIC,
-                facts: Iterable[tuple[str, str]] = (), progress: Progress | None = None
-                ) -> Report:
+                facts: Iterable[tuple[str, str]] = (), progress: Progress | None = None,
+                watcher: Watcher | None = None) -> Report:
     """`restore --scratch`: the whole pipeline into a temporary embedded PostgreSQL that is
     deleted afterwards, whatever happened: is this backup restorable?"""
     with embedded.temporary() as admin:
@@ -102,7 +113,7 @@ def run_scratch(path: Path | str, options: Options = Options(), *,
         settings = Settings(target, "--scratch: a temporary embedded PostgreSQL, deleted "
                             "afterwards", Path(admin))
         return run(settings, path, replace(options, replace=False, drop_old=False),
-                   smoke_plan=smoke_plan, facts=facts, progress=progress)
+                   smoke_plan=smoke_plan, facts=facts, progress=progress, watcher=watcher)
 
 
 def _load(state: Run) -> Outcome:

@@ -5,8 +5,10 @@ as the archive carries them."""
 from __future__ import annotations
 
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -127,6 +129,8 @@ class RestoreLog:
     done: int = 0
     entry: str | None = None
     errors: list[LoadError] = field(default_factory=list)
+    by_bytes: bool = False  # progress is the bytes read (watch_bytes): items only name it
+    label: str = "schema"
 
     def feed(self, line: str) -> None:
         line = line.rstrip("\n")
@@ -144,8 +148,38 @@ class RestoreLog:
                 self.errors[-1] = replace(self.errors[-1], tolerated=True)
         elif match := (_ITEM if self.parallel else _STEP).match(line):
             self.done = min(self.total, self.done + 1)
-            if self.progress is not None:
+            self.label = match.group(1)
+            if self.progress is not None and not self.by_bytes:
                 self.progress(self.done, self.total, match.group(1))
+
+    @contextmanager
+    def watch_bytes(self, pid: int, size: int) -> Iterator[None]:
+        """While pg_restore (`pid`) runs: progress as the bytes of the dump (`size`) it and
+        its workers have read, every half second, so a big table's data moves the bar as it
+        loads; where /proc cannot tell, the finished items count instead."""
+        if self.progress is None or size <= 0 or pgtools.bytes_read(pid) is None:
+            yield
+            return
+        self.by_bytes = True
+        stop = threading.Event()
+        progress = self.progress
+
+        def poll() -> None:
+            most = 0
+            while not stop.wait(0.5):
+                read = pgtools.bytes_read(pid)
+                if read is not None:
+                    most = max(most, min(read, size))  # never backwards (a worker ended)
+                    progress(most, size, self.label)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            poller.join()
+            progress(size, size, self.label)
 
 
 def load(conninfo: str, server: Server, dump: Dump, readable: Path, loader: Tool, *,
@@ -173,7 +207,9 @@ def load(conninfo: str, server: Server, dump: Dump, readable: Path, loader: Tool
                                   no_tablespaces=leave.tablespaces, use_list=use_list)
     log = RestoreLog(dump.toc_entries or 0, server.unknown_sent_by(loader.version[0]),
                      jobs > 1, progress)
-    code = pgtools.stream(argv, env, log.feed)
+    size = (sum(f.stat().st_size for f in readable.iterdir() if f.is_file())
+            if readable.is_dir() else readable.stat().st_size)
+    code = pgtools.stream(argv, env, log.feed, watch=lambda pid: log.watch_bytes(pid, size))
     if code != 0 and not log.errors:
         log.errors.append(LoadError(None, f"pg_restore exited with code {code}"))
     loaded.errors = log.errors

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from restore_tool.restoring.load import RestoreLog
 from tests.helpers import databases, dbname, execute, password_url, pg_dump, row_counts, scalar
 from tests.servers import NewDatabases, Server, cluster, embedded_bin_dir, scratch_database
 
@@ -317,3 +319,38 @@ def test_scratch_restores_into_a_throwaway_server_and_deletes_it(tmp_path: Path)
     assert code == 2 and "--scratch restores into a temporary server" in err
     code, _, err = _finish(_cli("restore", str(SAMPLE), "--wait-connections", "3"))
     assert code == 2 and "--wait-connections only makes sense with --replace" in err
+
+
+def test_checklist_lines_come_as_steps_end_and_the_load_moves_by_bytes(
+        slow_dump: Path, new_database: NewDatabases) -> None:
+    """The preflight line is on stdout while the load still runs (no burst at the end), and
+    the load's progress on stderr is a share of the dump's bytes with the time left."""
+    target = new_database("rt_streamed", create=False)
+    process = _cli("restore", str(slow_dump), "--database-url", target)
+    assert process.stdout is not None
+    head = [process.stdout.readline() for _ in range(4)]
+    assert head[0] == "restore-tool restore\n" and head[3] == "Checklist:\n", head
+    first = process.stdout.readline()
+    assert first.startswith("  ✅ preflight ") and process.poll() is None  # the load runs on
+    code, rest, err = _finish(process)
+    assert code == 0, rest + err
+    lines = rest.splitlines()
+    assert lines[0].startswith("  ✅ load ") and "All checks passed." in lines
+    shares = [int(m.group(1)) for m in re.finditer(r"^loading: (\d+)%", err, re.M)]
+    assert shares and shares[-1] == 100, err
+
+
+def test_bytes_read_follow_a_child_as_it_reads(tmp_path: Path) -> None:
+    """What moves the load's bar: /proc's count of the bytes a process has read, polled
+    while it runs, never going back."""
+    data = tmp_path / "data"
+    data.write_bytes(os.urandom(8 * 1024 * 1024))
+    script = (f"import time\nwith open({str(data)!r}, 'rb', buffering=0) as f:\n"
+              "    while f.read(1024 * 1024):\n        time.sleep(0.25)\n")
+    reader = subprocess.Popen([sys.executable, "-c", script])
+    seen: list[int] = []
+    log = RestoreLog(1, frozenset(), progress=lambda done, total, _label: seen.append(done))
+    with log.watch_bytes(reader.pid, data.stat().st_size):
+        reader.wait()
+    assert seen == sorted(seen) and seen[-1] == data.stat().st_size
+    assert any(0 < done < data.stat().st_size for done in seen), seen
