@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
@@ -34,3 +34,69 @@ def recreate(admin: str, name: str, create: bool = True) -> str:
         if create:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return make_conninfo(admin, dbname=name)
+
+
+@contextmanager
+def delaying_proxy(socket_dir: str, delay: float) -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that forwards to the server's Unix socket in `socket_dir`,
+    holding every reply back `delay` seconds (queries go straight through): each round trip
+    costs `delay` more, as on a network. The port it listens on; it stops afterwards."""
+    import asyncio
+    import threading
+
+    ready: dict[str, object] = {}
+
+    async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                   hold: float) -> None:
+        """Forward, each chunk released `hold` seconds after it arrived (pipelined: a
+        reply of many chunks is late by `hold` once, not once per chunk)."""
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def release() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                if (wait := due - loop.time()) > 0:
+                    await asyncio.sleep(wait)
+                writer.write(data)
+                await writer.drain()
+
+        releasing = asyncio.create_task(release())
+        try:
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + hold, data))
+        except ConnectionError:
+            pass
+        finally:
+            queue.put_nowait((0.0, b""))
+            with suppress(ConnectionError, asyncio.CancelledError):
+                await releasing
+            writer.close()
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_unix_connection(
+            f"{socket_dir}/.s.PGSQL.5432")
+        with suppress(asyncio.CancelledError):  # the proxy stopping with the benchmark
+            await asyncio.gather(pump(reader, up_writer, 0.0), pump(up_reader, writer, delay))
+
+    async def serve() -> None:
+        server = await asyncio.start_server(client, "127.0.0.1", 0)
+        ready["port"] = server.sockets[0].getsockname()[1]
+        ready["stop"] = asyncio.Event()
+        ready["loop"] = asyncio.get_running_loop()
+        started.set()
+        async with server:
+            await ready["stop"].wait()  # type: ignore[attr-defined]
+
+    started = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    started.wait()
+    try:
+        yield int(ready["port"])  # type: ignore[call-overload]
+    finally:
+        loop = ready["loop"]
+        loop.call_soon_threadsafe(ready["stop"].set)  # type: ignore[attr-defined]
+        thread.join(timeout=5)

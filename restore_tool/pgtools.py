@@ -4,11 +4,13 @@ sh). No builder takes a password: it travels in the child's environment (conninf
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
 import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,21 +57,37 @@ def find(name: str, pinned: Iterable[Path] = ()) -> Tool:
 
 
 def find_all(name: str, pinned: Iterable[Path] = ()) -> list[Tool]:
-    """Every `name` found (one per real file), newest first."""
+    """Every `name` found (one per real file), newest first. Their versions are asked all at
+    once, and once per file and process."""
     seen: set[Path] = set()
-    tools: list[Tool] = []
+    paths: list[Path] = []
     for directory in search_dirs(pinned):
         found = shutil.which(name, path=str(directory))
         if not found:
             continue
         real = Path(found).resolve()
-        if real in seen:
-            continue
-        seen.add(real)
-        version = tool_version(Path(found))
-        if version is not None:
-            tools.append(Tool(version, Path(found)))
+        if real not in seen:
+            seen.add(real)
+            paths.append(Path(found))
+    with ThreadPoolExecutor(max(1, len(paths))) as pool:
+        versions = list(pool.map(_version_once, paths))
+    tools = [Tool(version, path) for path, version in zip(paths, versions, strict=True)
+             if version is not None]
     return sorted(tools, key=lambda tool: tool.version, reverse=True)
+
+
+def _version_once(path: Path) -> tuple[int, ...] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _version_of(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _version_of(path: Path, _mtime: int, _size: int) -> tuple[int, ...] | None:
+    """tool_version, remembered for this file as it is now (its mtime and size in the key)."""
+    return tool_version(path)
 
 
 def _found(name: str, pinned: Iterable[Path]) -> list[Tool]:

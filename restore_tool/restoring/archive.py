@@ -10,6 +10,7 @@ import tarfile
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,14 +316,20 @@ def _inspect_archive(path: Path, readable: Path, fmt: str, wrapper: str | None,
     if not tools:
         raise MissingBinary("pg_restore was not found.",
                             "Install the PostgreSQL client tools or pass --pg-bin DIR.")
+    def listed(tool: Tool) -> str | CommandFailed:
+        try:
+            return pgtools.run(pgtools.pg_restore_list_cmd(tool, readable))
+        except CommandFailed as error:
+            return error
+
+    with ThreadPoolExecutor(len(tools)) as pool:  # every reader asked at once
+        outputs = list(pool.map(listed, tools))
     listing: str | None = None
     readers: list[Tool] = []
     failure = ""
-    for tool in tools:
-        try:
-            output = pgtools.run(pgtools.pg_restore_list_cmd(tool, readable))
-        except CommandFailed as error:
-            failure = failure or error.message
+    for tool, output in zip(tools, outputs, strict=True):
+        if isinstance(output, CommandFailed):
+            failure = failure or output.message
             continue
         readers.append(tool)
         listing = listing or output
