@@ -335,6 +335,9 @@ def test_a_download_is_restored_and_its_query_never_shown(
     assert facts["Dump"].startswith(f"{served}/battery-hub.dump?… (downloaded: ")
     assert "s3cr3t-signature" not in done.stdout + done.stderr
     assert row_counts(target)["user"] == 16
+    inspected = _cli("inspect", signed)
+    assert inspected.returncode == 0 and "Format:      custom" in inspected.stdout
+    assert "s3cr3t-signature" not in inspected.stdout + inspected.stderr
 
 
 def test_a_cut_download_and_a_missing_one_are_one_sentence(
