@@ -289,8 +289,9 @@ def restore_dump(
     found = project.load(config_file)
     settings = None if scratch else _settings(database_url, env_file, use_embedded)
     streamed = not as_json and not quiet  # each checklist line as its step ends
+    shown = _shown(settings)
     if streamed:
-        typer.echo(report.render_head("restore", *_shown(settings)) + "\nChecklist:")
+        typer.echo(report.render_head("restore", *shown) + "\nChecklist:")
     with progress.reporter(quiet, (lambda step: typer.echo(report.step_line(step)))
                            if streamed else None) as show:
         if settings is None:
@@ -304,7 +305,9 @@ def restore_dump(
                 auto_smoke=not no_auto_smoke, project=found, confirm=confirm, progress=show,
                 watcher=show)
     if streamed:
-        typer.echo("\n" + report.render(result, streamed=True), nl=False)
+        reached = ("" if result.target == shown[0]  # as the server named it: the database
+                   else f"Target: {result.target} (from {result.target_source})\n")
+        typer.echo("\n" + reached + report.render(result, streamed=True), nl=False)
         code = int(result.exit_code)
     else:
         code = _emit(result, as_json, quiet)

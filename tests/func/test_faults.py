@@ -252,13 +252,18 @@ _LEAKY = ("import os, sys; import restore_tool.restoring.load as load; "
 
 def _password_in_argv(process: subprocess.Popen[str], password: str) -> list[str]:
     """Every command line holding `password` while `process` runs, except the tool's own (its
-    --database-url) and this test run's."""
+    --database-url: also what a child it forks shows for the instant before its exec) and
+    this test run's."""
     ours = {os.getpid(), process.pid}
+    try:
+        own = " ".join(psutil.Process(process.pid).cmdline())
+    except psutil.NoSuchProcess:
+        own = ""
     seen: list[str] = []
     while process.poll() is None:
         for proc in psutil.process_iter(["pid", "cmdline"]):
             line = " ".join(proc.info["cmdline"] or [])
-            if proc.info["pid"] not in ours and password in line:
+            if proc.info["pid"] not in ours and password in line and line != own:
                 seen.append(line)
         time.sleep(0.05)
     return seen

@@ -327,13 +327,19 @@ def test_restore_spares_a_table_whose_sequence_is_near_its_limit(
     assert scalar(target, "SELECT max(id) FROM ticket") == 32767
 
 
-@pytest.mark.parametrize("command", ["restore", "inspect"])
-def test_a_database_url_given_as_the_dump_is_refused_without_echoing_it(
-        main_server: Server, command: str) -> None:
-    url = "postgresql://app:Hunter2-secret@db.internal:5432/shop"
-    code, out, err = _finish(_cli(command, url, env={"DATABASE_URL": main_server.conninfo}))
-    assert code == 2 and "Traceback" not in err
-    assert "The dump is given as a URL, not a file" in out + err
+@pytest.mark.parametrize("command, url, code, words", [
+    ("restore", "postgresql://app:Hunter2-secret@db.invalid:5432/shop", 3,
+     "Could not connect to postgresql://app:***@db.invalid:5432/shop"),  # a live source
+    ("inspect", "postgresql://app:Hunter2-secret@db.invalid:5432/shop", 2,
+     "a live database (a postgresql:// URL) is a source only restore takes"),
+    ("restore", "s3://AKIAHunter2:Hunter2-secret@bucket/prod.dump", 2,
+     "The dump is given as a URL restore-tool cannot read"),
+])
+def test_a_url_given_as_the_dump_never_echoes_its_password(
+        main_server: Server, command: str, url: str, code: int, words: str) -> None:
+    done, out, err = _finish(_cli(command, url, env={"DATABASE_URL": main_server.conninfo}))
+    assert done == code and "Traceback" not in err, out + err
+    assert words in out + err
     assert "Hunter2" not in out + err
 
 
