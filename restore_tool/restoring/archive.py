@@ -245,13 +245,16 @@ def unwrapped_size(path: Path, wrapper: str) -> int | None:
     return None
 
 
-def check_room(path: Path, folder: Path, needed: int | None) -> None:
-    """One sentence, before writing, when `folder` has less free space than `needed`."""
+def check_room(path: Path | str, folder: Path, needed: int | None, *,
+               doing: str = "Unpacking") -> None:
+    """One sentence, before writing, when `folder` has less free space than `needed`:
+    `Unpacking x.dump.gz needs …` (`doing` and `path` say what)."""
     if needed is None:
         return
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise BadInput(f"Unpacking {path.name} needs {size_text(needed)} in {folder.parent}, "
+        what = path.name if isinstance(path, Path) else path
+        raise BadInput(f"{doing} {what} needs {size_text(needed)} in {folder.parent}, "
                        f"which has {size_text(free)} free.", "Free space there, or choose "
                        "another place with --work-dir DIR.")
 

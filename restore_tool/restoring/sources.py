@@ -150,7 +150,7 @@ def download(url: str, work: Path, progress: Progress | None = None) -> tuple[Pa
     with response:
         length = int(response.headers.get("Content-Length") or 0) or None
         target = work / "download.dump"
-        archive.check_room(Path(shown.rsplit("/", 1)[-1] or "the download"), work, length)
+        archive.check_room(shown, work, length, doing="Downloading")
 
         def shown_progress(done: int) -> None:
             if progress is not None:
@@ -186,11 +186,7 @@ def from_database(url: str, work: Path, *, jobs: int = 1, pg_bin: Sequence[Path]
                             f"(PostgreSQL {major}).", "Install the PostgreSQL client of that "
                             "version, or pass --pg-bin DIR.")
     tool = next((t for t in candidates if t.version[0] == major), min(candidates))
-    free = shutil.disk_usage(work).free
-    if tables > free:
-        raise BadInput(f"Dumping {shown} needs up to {archive.size_text(tables)} in "
-                       f"{work.parent}, which has {archive.size_text(free)} free.",
-                       "Free space there, or choose another place with --work-dir DIR.")
+    archive.check_room(shown, work, tables, doing="Dumping")  # the most its data can take
     out = work / "source.dir"
     info, env = child_env(conninfo)
     env["PGOPTIONS"] = " ".join(filter(None, (env.get("PGOPTIONS"),

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from restore_tool.conninfo import url
-from restore_tool.errors import BadInput
+from restore_tool.errors import BadInput, MissingBinary
 from restore_tool.restoring import sources
 from tests.conftest import ROOT
 from tests.func.test_faults import CLEAN_ENV, _until
@@ -352,3 +352,33 @@ def test_a_cut_download_and_a_missing_one_are_one_sentence(
     assert done.returncode == 2 and json.loads(done.stdout)["steps"][0]["summary"] == (
         f"Downloading {served}/nope.dump failed: HTTP 404 File not found.")
     assert databases(main_server, dbname(target)) == []  # nothing was created
+
+
+def test_a_download_and_a_live_dump_check_the_room_they_need_first(
+        served: str, main_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The free space where they go is made small by shrinking what disk_usage reports:
+    each says what it needs and writes nothing."""
+    execute(main_db, "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS note "
+                     "FROM generate_series(1, 20000) g")
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1024))
+    with pytest.raises(BadInput) as caught:
+        sources.download(f"{served}/battery-hub.dump", tmp_path)
+    assert caught.value.message.startswith(
+        f"Downloading {served}/battery-hub.dump needs ") and "which has 1.0 KiB free" in \
+        caught.value.message
+    with pytest.raises(BadInput) as caught:
+        sources.from_database(url(main_db, keep_password=True), tmp_path)
+    assert caught.value.message.startswith("Dumping postgresql://") and " needs " in \
+        caught.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_live_source_without_a_pg_dump_that_can_dump_it_is_exit_3(
+        main_db: str, tmp_path: Path) -> None:
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    with pytest.raises(MissingBinary) as caught:
+        sources.from_database(url(main_db, keep_password=True), tmp_path, pg_bin=[empty])
+    assert caught.value.exit_code == 3
+    assert caught.value.message.startswith("No pg_dump 18 or newer is installed here")
