@@ -382,3 +382,28 @@ def test_a_live_source_without_a_pg_dump_that_can_dump_it_is_exit_3(
         sources.from_database(url(main_db, keep_password=True), tmp_path, pg_bin=[empty])
     assert caught.value.exit_code == 3
     assert caught.value.message.startswith("No pg_dump 18 or newer is installed here")
+
+
+def test_restore_dash_from_a_terminal_is_one_sentence(tmp_path: Path) -> None:
+    """`restore -` typed at a prompt would wait forever for a dump that never comes."""
+    leader, follower = os.openpty()
+    try:
+        with os.fdopen(follower, "rb", buffering=0, closefd=False) as terminal, \
+                pytest.raises(BadInput) as caught:
+            sources.local("-", tmp_path, stdin=terminal)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert caught.value.message == ("`restore -` reads the dump from standard input, which is "
+                                    "a terminal here.")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rollback_of_a_protected_target_needs_confirm(new_database: NewDatabases) -> None:
+    target = new_database("rt_rollback_protected")
+    env = {"RESTORE_TOOL_PROTECTED": dbname(target)}
+    done = subprocess.run([sys.executable, "-m", "restore_tool", "rollback", "--database-url",
+                           target], capture_output=True, text=True, timeout=120,
+                          env={**{k: v for k, v in os.environ.items() if k not in CLEAN_ENV},
+                               **env})
+    assert done.returncode == 2 and f'Database "{dbname(target)}" is protected' in done.stderr
