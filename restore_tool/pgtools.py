@@ -9,6 +9,7 @@ import glob
 import os
 import re
 import shutil
+import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -130,12 +131,15 @@ _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
 def tool_version(path: Path) -> tuple[int, ...] | None:
-    """(18, 6) from `pg_restore (PostgreSQL) 18.6`; None when it does not answer like one."""
+    """(18, 6) from `pg_restore (PostgreSQL) 18.6`; None when it does not answer like one.
+    A plain subprocess: this probe runs for every client found, and sh's start costs several
+    times its own."""
     try:
-        output = run(version_cmd(path))
-    except CommandFailed:
+        done = subprocess.run(version_cmd(path), capture_output=True, text=True, timeout=30,
+                              env=messages_in_c(os.environ), check=False)
+    except (OSError, subprocess.TimeoutExpired):
         return None
-    match = _VERSION.search(output)
+    match = _VERSION.search(done.stdout) if done.returncode == 0 else None
     if match is None:
         return None
     return tuple(int(part) for part in match.groups() if part is not None)
