@@ -24,6 +24,8 @@ from ..pipeline import Progress
 from . import archive
 
 CHUNK = 1024 * 1024
+RESERVE = 1024 ** 3  # what spooling leaves free (or 5% of a smaller disk): the input's size
+                     # is not known in advance, and /dev/zero never ends
 STDIN = "-"
 # names a dump still being written (or given up on) goes by: never the newest dump
 _PARTIAL = (".tmp", ".part", ".partial", ".inprogress", ".incomplete", "~")
@@ -86,14 +88,16 @@ def spool(source: IO[bytes], target: Path, name: str,
     written = 0
     with target.open("wb") as out:
         while chunk := source.read(CHUNK):
-            free = shutil.disk_usage(target.parent).free
-            if free < 2 * len(chunk):
+            usage = shutil.disk_usage(target.parent)
+            keep = min(RESERVE, usage.total // 20)  # never fill the disk for others
+            if usage.free - len(chunk) < keep:
                 out.close()
                 target.unlink()
                 raise BadInput(
                     f"Spooling {name} into {target.parent} stopped after "
-                    f"{archive.size_text(written)}: only {archive.size_text(free)} are free "
-                    "there.", "Free space there, or choose another place with --work-dir DIR.")
+                    f"{archive.size_text(written)}: only {archive.size_text(usage.free)} are "
+                    f"free there, and {archive.size_text(keep)} are left for others.",
+                    "Free space there, or choose another place with --work-dir DIR.")
             out.write(chunk)
             written += len(chunk)
             if on_chunk is not None:
@@ -108,8 +112,14 @@ def newest(folder: Path) -> tuple[Path, list[str]]:
     """The most recently modified dump in `folder` (a dump file of any format, or a
     directory-format dump), and the names of newer entries left out because their names say
     they are still being written (`.part`, `.tmp`, …). One sentence when there is none."""
+    def modified(entry: Path) -> float:
+        try:
+            return entry.stat().st_mtime
+        except OSError:  # a dangling link: never the newest
+            return float("-inf")
+
     entries = sorted((entry for entry in folder.iterdir() if not entry.name.startswith(".")),
-                     key=lambda entry: entry.stat().st_mtime, reverse=True)
+                     key=modified, reverse=True)
     skipped = []
     for entry in entries:
         if entry.name.endswith(_PARTIAL):

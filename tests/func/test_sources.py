@@ -105,6 +105,7 @@ def test_a_folder_of_backups_restores_its_newest_dump_and_names_it(
     os.utime(newest, (time.time() - 60,) * 2)
     (backups / "2026-12-03.dump.part").write_bytes(b"PGDMP" + b"\0" * 100)
     (backups / "notes.txt").write_text("rotated nightly\n")
+    (backups / "latest.dump").symlink_to(backups / "rotated-away.dump")  # dangling
     target = new_database("rt_newest_target", create=False)
     facts = _facts(_restore(str(backups), "--database-url", target))
     assert facts["Dump"].startswith(f"{newest} (the newest dump in {backups}; newer but left "
@@ -149,14 +150,16 @@ def test_spooling_stops_with_one_sentence_when_the_disk_fills(
 
     def filling(path: object) -> object:
         usage = real(path)  # type: ignore[arg-type]
-        return usage._replace(free=sources.CHUNK * 3 if next(calls) < 2 else 1024)
+        return usage._replace(total=1024 ** 3, free=300 * sources.CHUNK if next(calls) < 2
+                              else 1024)
 
     monkeypatch.setattr(shutil, "disk_usage", filling)
     with SAMPLE.open("rb") as dump_bytes, pytest.raises(BadInput) as caught:
         big = _Repeat(dump_bytes.read(), 5)
         sources.spool(cast(IO[bytes], big), tmp_path / "stdin.dump", "standard input")
     assert caught.value.message == (f"Spooling standard input into {tmp_path} stopped after "
-                                    "2.0 MiB: only 1.0 KiB are free there.")
+                                    "2.0 MiB: only 1.0 KiB are free there, and 51.2 MiB are "
+                                    "left for others.")
     assert "--work-dir" in (caught.value.hint or "")
     assert not (tmp_path / "stdin.dump").exists()
 
