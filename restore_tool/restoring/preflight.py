@@ -22,25 +22,14 @@ from .state import Run, maintenance
 
 
 def preflight(state: Run) -> Outcome:
-    """Everything that can be known before writing: the dump and who reads it, the target,
-    the roles the dump needs, the hook files. Nothing is written here."""
+    """Everything that can be known before writing: the hook files, the target (first: a
+    target that cannot be restored into is refused before a live source is dumped or a
+    download fetched), the dump and who reads it, the roles the dump needs. Nothing is
+    written here but the run's own copy of a piped, downloaded or dumped source."""
     options = state.options
     for script in options.post_sql:
         if not script.is_file():
             raise BadInput(f"--post-sql {script} does not exist.")
-    state.path, named = sources.local(state.source, state.work, jobs=state.jobs,
-                                      progress=state.progress, pg_bin=options.pg_bin)
-    dump, readable = state.stack.enter_context(
-        archive.opened(state.path, state.work, options.pg_bin))
-    state.dump, state.readable = dump, readable
-    for pattern in options.exclude_table_data:
-        if not any(load.excluded([pattern], *table) for table in dump.data_of):
-            raise BadInput(f"--exclude-table-data {pattern} matches no table whose rows the "
-                           "dump holds: nothing was changed.", "Patterns match table names "
-                           "(audit_*) or schema.table (billing.*), case-sensitive.")
-    if dump.has_create:
-        raise BadInput(f"{state.path} was dumped with --create: it would restore into its own "
-                       "database, not the target.", "Dump it again without --create.")
     state.target = dbname(state.info)
     with maintenance(state) as conn:
         state.server = load.Server(
@@ -75,6 +64,19 @@ def preflight(state: Run) -> Outcome:
                        f"{', '.join(f'{n} {kind}' for kind, n in held)}); restore-tool will not "
                        "restore over it.", "Use --replace to restore next to it and swap it "
                        "in when everything passed (the old one is kept under a dated name).")
+    state.path, named = sources.local(state.source, state.work, jobs=state.jobs,
+                                      progress=state.progress, pg_bin=options.pg_bin)
+    dump, readable = state.stack.enter_context(
+        archive.opened(state.path, state.work, options.pg_bin))
+    state.dump, state.readable = dump, readable
+    for pattern in options.exclude_table_data:
+        if not any(load.excluded([pattern], *table) for table in dump.data_of):
+            raise BadInput(f"--exclude-table-data {pattern} matches no table whose rows the "
+                           "dump holds: nothing was changed.", "Patterns match table names "
+                           "(audit_*) or schema.table (billing.*), case-sensitive.")
+    if dump.has_create:
+        raise BadInput(f"{state.path} was dumped with --create: it would restore into its own "
+                       "database, not the target.", "Dump it again without --create.")
     major = state.server.major
     choices = {"loader": pgtools.choose(dump.readers, major),
                "psql": pgtools.chosen("psql", major, options.pg_bin)}

@@ -33,7 +33,7 @@ from tests.helpers import (
     row_counts,
     scalar,
 )
-from tests.servers import NewDatabases, Server, embedded_bin_dir, standby
+from tests.servers import NewDatabases, Server, embedded_bin_dir, free_port, standby
 
 SAMPLE = ROOT / "backups" / "battery-hub.dump"
 
@@ -410,3 +410,16 @@ def test_rollback_of_a_protected_target_needs_confirm(new_database: NewDatabases
                           env={**{k: v for k, v in os.environ.items() if k not in CLEAN_ENV},
                                **env})
     assert done.returncode == 2 and f'Database "{dbname(target)}" is protected' in done.stderr
+
+
+def test_a_target_that_cannot_take_the_restore_is_refused_before_the_source_is_fetched(
+        new_database: NewDatabases) -> None:
+    """A live source is only dumped (a download only fetched) once the target is known to
+    take it: here the source is unreachable, and the refusal is the target's."""
+    target = new_database("rt_refused_first")
+    execute(target, "CREATE TABLE kept (id int)")
+    done = _restore(f"postgresql://app:pw@127.0.0.1:{free_port()}/prod", "--database-url",
+                    target)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f'Database "{dbname(target)}" is not empty' in \
+        json.loads(done.stdout)["steps"][0]["summary"]
