@@ -503,6 +503,22 @@ def test_a_killed_scratch_run_leaves_its_server_which_the_next_run_names_and_cle
     assert not left.exists()
 
 
+def _hook_running(pid: int, hook: str) -> bool:
+    """Whether the run `pid` has started its hook: a process under it (the shell, or what
+    the shell became) running `hook`, and not any other `sleep` on the machine."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return False
+    for child in children:
+        try:
+            if " ".join(child.cmdline()).endswith(hook):
+                return True
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return False
+
+
 def _waiting(server: Server, query: str) -> bool:
     return bool(scalar(server.conninfo, "SELECT count(*) FROM pg_stat_activity WHERE "
                        "wait_event_type = 'Lock' AND query ILIKE %s", (query,)))
@@ -565,18 +581,17 @@ def test_sigkill_at_a_later_step_of_a_replace_leaves_the_target_and_a_scratch_cl
     extra = ["--no-analyze"] if step == "smoke test" else []
     process = _cli("restore", str(dump), "--database-url", target, "--replace",
                    "--migrate", hook, *extra)
-    _until(lambda: any(Path(line.split()[0]).name in ("sh", "sleep")  # the hook, not our
-                       for line in _processes_running(hook)), timeout=60)  # command line
+    _until(lambda: _hook_running(process.pid, hook), timeout=60)
     holder = None
     try:
         if step != "post-restore":  # the load is done: block the step that comes
             (scratch,) = databases(main_server, f"{dbname(target)}_restoring_%")
             holder = _block(main_server, step, scratch)
+    finally:  # killed whatever happened above: a run left going would spoil the next case
         for child in psutil.Process(process.pid).children(recursive=True):
             child.kill()
         process.kill()
         _finish(process)
-    finally:
         if holder is not None:
             holder.close()
     assert row_counts(target) == {"precious": 500}
