@@ -504,18 +504,21 @@ def test_a_killed_scratch_run_leaves_its_server_which_the_next_run_names_and_cle
 
 
 def _hook_running(pid: int, hook: str) -> bool:
-    """Whether the run `pid` has started its hook: a process under it (the shell, or what
-    the shell became) running `hook`, and not any other `sleep` on the machine."""
+    """Whether the run `pid` has started its hook: a process under it that is the shell (or
+    what the shell became) running `hook`; not any other `sleep` on the machine, nor a child
+    the run forked and has not yet exec'd, which still shows the run's own command line."""
     try:
         children = psutil.Process(pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return False
     for child in children:
         try:
-            if " ".join(child.cmdline()).endswith(hook):
-                return True
+            argv = child.cmdline()
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
+        if argv and Path(argv[0]).name in ("sh", "dash", "sleep") and \
+                " ".join(argv).endswith(hook):
+            return True
     return False
 
 
