@@ -423,3 +423,43 @@ def test_a_target_that_cannot_take_the_restore_is_refused_before_the_source_is_f
     assert done.returncode == 2, done.stdout + done.stderr
     assert f'Database "{dbname(target)}" is not empty' in \
         json.loads(done.stdout)["steps"][0]["summary"]
+
+
+def _readme_refresh_script() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = text.split("### A staging refresh\n\n", 1)[1].split("\n\n", 1)[0]
+    return "\n".join(line.removeprefix("    ") for line in block.splitlines()) + "\n"
+
+
+def test_the_readme_staging_refresh_script_runs(
+        new_database: NewDatabases, tmp_path: Path) -> None:
+    """The README's script, with only its folder, migration and database name swapped for
+    the test's: a protected staging database refreshed from the newest backup, the audit
+    log and the secrets left empty, then verified."""
+    source = new_database("rt_prod")
+    execute(source, """
+        CREATE TABLE customer (id serial PRIMARY KEY); INSERT INTO customer VALUES (1), (2);
+        CREATE TABLE audit_log (id serial PRIMARY KEY); INSERT INTO audit_log VALUES (1);
+        CREATE SCHEMA billing;
+        CREATE TABLE billing.secrets (token text); INSERT INTO billing.secrets VALUES ('s3');
+    """)
+    backups = tmp_path / "prod"
+    backups.mkdir()
+    pg_dump(source, backups, "custom")
+    staging = new_database("rt_staging")
+    execute(staging, "CREATE TABLE yesterday (id int)")
+    script = _readme_refresh_script()
+    assert script.startswith("#!/bin/sh -e\n") and "--exclude-table-data 'audit_*'" in script
+    script = (script.replace("/backups/prod/", f"{backups}/")
+              .replace('"alembic upgrade head"', '"true"')
+              .replace("--confirm staging", f"--confirm {dbname(staging)}"))
+    (tmp_path / "refresh.sh").write_text(script)
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV} | {
+        "DATABASE_URL": staging, "RESTORE_TOOL_PROTECTED": dbname(staging),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["sh", str(tmp_path / "refresh.sh")], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout == ""  # --quiet: nothing to say when all is well
+    assert row_counts(staging) == {"customer": 2, "audit_log": 0}
+    assert scalar(staging, "SELECT count(*) FROM billing.secrets") == 0
