@@ -70,7 +70,7 @@ def resolve(
     if embedded:
         return Settings(None, "--embedded", directory)
     if database_url is not None:
-        return Settings(_from_url(database_url, "--database-url"), "--database-url", directory)
+        return Settings(checked_url(database_url, "--database-url"), "--database-url", directory)
 
     dotenv_path = env_file if env_file is not None else cwd / ".env"
     if env_file is not None and not env_file.is_file():
@@ -124,7 +124,7 @@ def _from_variables(merged: Mapping[str, tuple[str, str]]) -> tuple[str, str] | 
 
     if url := get("DATABASE_URL"):
         where = origin("DATABASE_URL", ["DATABASE_URL"])
-        return _from_url(url, where), where
+        return checked_url(url, where), where
     if any(get(name) for name in _POSTGRES_VARS):
         user = get("POSTGRES_USER") or "postgres"  # the postgres image's defaults
         params = {
@@ -155,8 +155,10 @@ _ENCODE_HINT = ("Percent-encode the user and password (% as %25, @ as %40, / as 
                 "as %20), or in key=value form quote the value: password='pa ss'.")
 
 
-def _from_url(url: str, origin: str) -> str:
-    """Validate a URL or key=value DSN; accept SQLAlchemy's postgresql+driver:// spelling."""
+def checked_url(url: str, origin: str) -> str:
+    """Validate a URL or key=value DSN, for the target or a live source (`origin` names it
+    in the sentence: the URL itself is never shown); accept SQLAlchemy's
+    postgresql+driver:// spelling."""
     url = _DRIVER_SUFFIX.sub(r"\1://", url.strip())
     if not url:
         raise ConfigError(f"The database URL from {origin} is empty.")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 from .. import db, pgtools
+from ..config import checked_url
 from ..conninfo import child_env, looks_like_url, mask
 from ..errors import BadInput, ConnectionFailed, MissingBinary
 from ..pipeline import Progress
@@ -183,7 +184,7 @@ def from_database(url: str, work: Path, *, jobs: int = 1, pg_bin: Sequence[Path]
     oldest newer one), directory format with `jobs` connections, in read-only sessions:
     the source is never written to. The room it needs is checked first against the size of
     its tables (the most the dump's data can take)."""
-    conninfo = _DRIVER_SUFFIX.sub(r"\1://", url)
+    conninfo = checked_url(url, "the dump's source")
     shown = mask(conninfo)
     with closing(db.connect(conninfo, read_only=True)) as conn:
         major = conn.info.server_version // 10000
@@ -207,6 +208,5 @@ def from_database(url: str, work: Path, *, jobs: int = 1, pg_bin: Sequence[Path]
                  f" -Fd -j {jobs}: {archive.size_text(size)})")
 
 
-_DRIVER_SUFFIX = re.compile(r"^(postgres(?:ql)?)\+[A-Za-z0-9_]+://")
 _TABLE_BYTES = ("SELECT coalesce(sum(pg_table_size(oid)), 0) FROM pg_class "
                 "WHERE relkind IN ('r', 'm') AND relpersistence = 'p'")

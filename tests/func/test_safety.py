@@ -334,6 +334,8 @@ def test_restore_spares_a_table_whose_sequence_is_near_its_limit(
      "a live database (a postgresql:// URL) is a source only restore takes"),
     ("restore", "s3://AKIAHunter2:Hunter2-secret@bucket/prod.dump", 2,
      "The dump is given as a URL restore-tool cannot read"),
+    ("restore", "postgresql://app:Se@Hunter2@db.invalid/shop", 2,  # checked as the target is
+     "The database URL from the dump's source has an unencoded @ or / in its user or password"),
 ])
 def test_a_url_given_as_the_dump_never_echoes_its_password(
         main_server: Server, command: str, url: str, code: int, words: str) -> None:
