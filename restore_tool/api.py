@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
-from . import commands, config, sequences, smoke
-from .conninfo import mask
-from .pipeline import Outcome, Report, Status, Step, StepName, run_steps
+from . import commands, config, sequences
+from .pipeline import Report
 from .project import Project
 from .restoring.archive import Dump
 
@@ -26,29 +24,15 @@ def _settings(target: str | None) -> config.Settings:
     return config.resolve(database_url=target)
 
 
-def _shown(conn: psycopg.Connection[Any]) -> str:
-    return mask(make_conninfo(conn.info.dsn))
-
-
 def fix_sequences(target: Target = None, *, schemas: Sequence[str] = (), exact: bool = False,
                   dry_run: bool = False, jobs: int | None = None, lock: bool = False,
                   confirm: str | None = None, project: Project | None = None) -> Report:
     """Move every sequence that lags its data past it, as `restore-tool fix-sequences`. On
     a connection: one connection (no jobs), no run lock, and inside an open transaction no
     commit, so rows the caller inserted in it are measured too."""
-    if not isinstance(target, psycopg.Connection):
-        return commands.fix_sequences(_settings(target), schemas=schemas, exact=exact,
-                                      dry_run=dry_run, jobs=jobs, lock=lock,
-                                      confirm=confirm, project=project)
-    conn = target
-
-    def repair() -> Outcome:
-        fixes = sequences.repair(conn, schemas, exact=exact, dry_run=dry_run, jobs=1,
-                                 lock=lock)
-        return sequences.repair_outcome(fixes, dry_run=dry_run)
-
-    return Report("fix-sequences", _shown(conn), "a psycopg connection",
-                  run_steps([Step(StepName.REPAIR_SEQUENCES, repair)]))
+    where = target if isinstance(target, psycopg.Connection) else _settings(target)
+    return commands.fix_sequences(where, schemas=schemas, exact=exact, dry_run=dry_run,
+                                  jobs=jobs, lock=lock, confirm=confirm, project=project)
 
 
 def verify(target: Target = None, *, schemas: Sequence[str] = (), jobs: int | None = None,
@@ -56,29 +40,9 @@ def verify(target: Target = None, *, schemas: Sequence[str] = (), jobs: int | No
            near_limit: float = sequences.NEAR_LIMIT, project: Project | None = None) -> Report:
     """The health check of `restore-tool verify`. On a connection the smoke inserts run in
     savepoints rolled back inside the caller's transaction (nextval still is not)."""
-    if not isinstance(target, psycopg.Connection):
-        return commands.verify(_settings(target), schemas=schemas, jobs=jobs,
-                               smoke_test=smoke_test, auto_smoke=auto_smoke,
-                               near_limit=near_limit, project=project)
-    conn = target
-    found = project if project is not None else Project()
-    plan = commands.smoke_plan(found, smoke_test, auto_smoke)
-    spare: list[tuple[int, str]] = []
-
-    def check() -> Outcome:
-        planned = sequences.survey(conn, schemas)
-        spare.extend(sequences.spare(planned, near_limit))
-        return sequences.check_outcome(planned, near_limit)
-
-    def smoked() -> Outcome:
-        if plan is None:
-            return Outcome(Status.SKIPPED, "smoke_test=False")
-        return smoke.step(conn, lambda: conn, smoke.Plan(
-            rows=plan.rows, automatic=plan.automatic, timeout=plan.timeout,
-            schemas=tuple(schemas), spare=tuple(spare)), 1)
-
-    return Report("verify", _shown(conn), "a psycopg connection", run_steps([
-        Step(StepName.CHECK_SEQUENCES, check), Step(StepName.SMOKE_TEST, smoked)]))
+    where = target if isinstance(target, psycopg.Connection) else _settings(target)
+    return commands.verify(where, schemas=schemas, jobs=jobs, smoke_test=smoke_test,
+                           auto_smoke=auto_smoke, near_limit=near_limit, project=project)
 
 
 def restore(dump: Path | str, target: str | None = None, *,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -32,7 +33,7 @@ Options = restoring.Options
 
 
 def fix_sequences(
-    settings: Settings,
+    settings: Settings | Connection,
     *,
     schemas: Sequence[str] = (),
     exact: bool = False,
@@ -44,14 +45,15 @@ def fix_sequences(
 ) -> Report:
     """Move every lagging sequence past its data: `restore-tool fix-sequences`. A protected
     target needs `confirm` (its database name) unless it is a dry run; unless it is a dry
-    run, holds the target's lock: a second run (or a restore) fails fast."""
+    run, holds the target's lock: a second run (or a restore) fails fast. On a caller's
+    connection (`settings` a Connection): that one connection, no run lock, and inside its
+    open transaction nothing committed."""
     if not dry_run:
         check_protected(settings, _project(project), confirm)
 
     def repair_step(target: _Target) -> Outcome:
         fixes = sequences.repair(target.conn, schemas, exact=exact, dry_run=dry_run,
-                                 jobs=jobs or db.default_jobs(), connect=target.connect,
-                                 lock=lock)
+                                 jobs=target.jobs(jobs), connect=target.connect, lock=lock)
         return sequences.repair_outcome(fixes, dry_run=dry_run)
 
     return _run("fix-sequences", settings, False,
@@ -60,7 +62,7 @@ def fix_sequences(
 
 
 def verify(
-    settings: Settings,
+    settings: Settings | Connection,
     *,
     schemas: Sequence[str] = (),
     jobs: int | None = None,
@@ -73,7 +75,8 @@ def verify(
     `near_limit` of their range left), and an insert into every table works (rolled back;
     `smoke_test=False` skips that, `auto_smoke=False` keeps only the configured rows); a
     table whose sequence is that close is spared the insert, which would take one of its
-    last values. Changes no data. `restore-tool verify`."""
+    last values. Changes no data. `restore-tool verify`. On a caller's connection the
+    smoke inserts are savepoints rolled back inside its transaction (nextval still is not)."""
     found = _project(project)
     plan = smoke_plan(found, smoke_test, auto_smoke)
     if plan is not None and schemas and not plan.schemas:
@@ -82,7 +85,7 @@ def verify(
     spare: list[tuple[int, str]] = []
 
     def check_step(target: _Target) -> Outcome:
-        planned = sequences.survey(target.conn, schemas, jobs=jobs or db.default_jobs(),
+        planned = sequences.survey(target.conn, schemas, jobs=target.jobs(jobs),
                                    connect=target.connect)
         spare.extend(sequences.spare(planned, near_limit))
         return sequences.check_outcome(planned, near_limit)
@@ -91,7 +94,7 @@ def verify(
         if plan is None:
             return Outcome(Status.SKIPPED, "--no-smoke")
         return smoke.step(target.conn, target.connect, replace(plan, spare=tuple(spare)),
-                          jobs or db.default_jobs())
+                          target.jobs(jobs))
 
     return _run("verify", settings, True, lambda target: [
         Step(StepName.CHECK_SEQUENCES, lambda: check_step(target)),
@@ -243,10 +246,14 @@ def _project(given: Project | None) -> Project:
     return given if given is not None else load_project()
 
 
-def check_protected(settings: Settings, found: Project, confirm: str | None) -> None:
+def check_protected(settings: Settings | Connection, found: Project, confirm: str | None
+                    ) -> None:
     """A target matching a protected pattern is only changed with `confirm` naming it."""
-    info = db.named(settings.conninfo) if settings.conninfo else \
-        make_conninfo(dbname=EMBEDDED_DATABASE)
+    if isinstance(settings, psycopg.Connection):
+        info = _dsn(settings)
+    else:
+        info = db.named(settings.conninfo) if settings.conninfo else \
+            make_conninfo(dbname=EMBEDDED_DATABASE)
     pattern = protected_by(info, found)
     if pattern is None:
         return
@@ -279,13 +286,21 @@ class _Target:
     spread over several connections)."""
 
     conn: Connection
-    connect: Callable[[], Connection]
+    connect: Callable[[], Connection] | None  # None: the caller's connection, and only it
+
+    def jobs(self, asked: int | None) -> int:
+        return 1 if self.connect is None else asked or db.default_jobs()
 
 
-def _run(command: str, settings: Settings, read_only: bool,
+def _run(command: str, settings: Settings | Connection, read_only: bool,
          build: Callable[[_Target], list[Step]],
          facts: Sequence[tuple[str, str]] = (), exclusive: bool = False,
          schemas: Sequence[str] = ()) -> Report:
+    if isinstance(settings, psycopg.Connection):  # a caller's, as it is: not read-only, no run lock
+        _check_schemas(settings, schemas)
+        results = run_steps(build(_Target(settings, None)), secret=settings.info.password)
+        return Report(command, mask(_dsn(settings)), "a psycopg connection", results,
+                      facts=tuple(facts))
     if settings.origin == NO_TARGET and not embedded.initialized(settings.embedded_dir):
         # a deploy step whose environment was not loaded must not pass on an empty server
         raise NoTarget(f"No target database is configured: {command} found no --database-url, "
@@ -301,6 +316,11 @@ def _run(command: str, settings: Settings, read_only: bool,
         target = _Target(conn, lambda: db.connect(info, read_only=read_only))
         results = run_steps(build(target), secret=password_of(info))
     return Report(command, mask(info), settings.origin, results, facts=tuple(facts))
+
+
+def _dsn(conn: Connection) -> str:
+    """A caller's connection as a conninfo (its password is not in it)."""
+    return make_conninfo(conn.info.dsn)
 
 
 def _check_schemas(conn: Connection, schemas: Sequence[str]) -> None:

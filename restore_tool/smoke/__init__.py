@@ -265,7 +265,7 @@ def _configured(conn: Connection, row: SmokeRow, spared: dict[int, str]
 # The step's verdict
 
 
-def step(conn: Connection, connect: Callable[[], Connection], plan: Plan,
+def step(conn: Connection, connect: Callable[[], Connection] | None, plan: Plan,
          jobs: int) -> Outcome:
     """The smoke step: every insert is rolled back (in transactions that may write, even on
     verify's read-only connections)."""
