@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -359,3 +361,32 @@ def test_bytes_read_follow_a_child_as_it_reads(tmp_path: Path) -> None:
         reader.wait()
     assert seen == sorted(seen) and seen[-1] == data.stat().st_size
     assert any(0 < done < data.stat().st_size for done in seen), seen
+
+
+def test_without_proc_the_load_moves_by_items_finished(tmp_path: Path) -> None:
+    """Where /proc cannot tell (another OS; here a process that is gone), the finished TOC
+    items move the progress, as pg_restore reports them."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    seen: list[tuple[int, int]] = []
+    log = RestoreLog(2, frozenset(), progress=lambda done, total, _label: seen.append(
+        (done, total)))
+    with log.watch_bytes(gone.pid, 1000):
+        log.feed('pg_restore: creating TABLE "public.t"\n')
+        log.feed('pg_restore: processing data for table "public.t"\n')
+    assert not log.by_bytes and seen == [(1, 2), (2, 2)]
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs util-linux's script")
+def test_on_a_terminal_a_spinner_names_each_later_step(new_database: NewDatabases,
+                                                        tmp_path: Path) -> None:
+    """Run under a pseudo-terminal (script): rich draws the bar and names the step running."""
+    target = new_database("rt_tty", create=False)
+    command = " ".join(shlex.quote(part) for part in [
+        sys.executable, "-m", "restore_tool", "restore", str(SAMPLE), "--database-url", target])
+    done = subprocess.run(["script", "-qec", command, str(tmp_path / "typescript")],
+                          capture_output=True, text=True, env=CLEAN_ENV, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shown = (tmp_path / "typescript").read_text(errors="replace")
+    assert "repair sequences…" in shown and "smoke test…" in shown
+    assert "✅ swap" not in shown and "All checks passed." in shown

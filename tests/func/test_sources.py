@@ -354,6 +354,9 @@ def test_a_cut_download_and_a_missing_one_are_one_sentence(
     done = _restore(f"{served}/nope.dump", "--database-url", target)
     assert done.returncode == 2 and json.loads(done.stdout)["steps"][0]["summary"] == (
         f"Downloading {served}/nope.dump failed: HTTP 404 File not found.")
+    done = _restore(f"http://127.0.0.1:{free_port()}/prod.dump", "--database-url", target)
+    assert done.returncode == 3 and json.loads(done.stdout)["steps"][0]["summary"].startswith(
+        "Downloading http://127.0.0.1:") and "Connection refused" in done.stdout
     assert databases(main_server, dbname(target)) == []  # nothing was created
 
 
@@ -400,6 +403,15 @@ def test_restore_dash_from_a_terminal_is_one_sentence(tmp_path: Path) -> None:
     assert caught.value.message == ("`restore -` reads the dump from standard input, which is "
                                     "a terminal here.")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_rollback_of_a_target_that_does_not_exist_is_one_sentence(
+        new_database: NewDatabases) -> None:
+    target = new_database("rt_rollback_gone", create=False)
+    done = _cli("rollback", "--database-url", target)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f'error: Database "{dbname(target)}" does not exist: there '
+                                  "is nothing to roll back.")
 
 
 def test_rollback_of_a_protected_target_needs_confirm(new_database: NewDatabases) -> None:
