@@ -59,6 +59,8 @@ def test_the_repair_in_a_callers_transaction_commits_nothing(main_db: str) -> No
         assert report.ok, report.steps
         assert report.steps[0].summary.startswith("fixed 1,")
         assert conn.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND "
+                            "relation = 'seeded'::regclass").fetchone() != (0,)  # held still
         assert scalar(main_db, "SELECT to_regclass('seeded') IS NULL") is True  # unseen
         assert conn.execute("INSERT INTO seeded DEFAULT VALUES RETURNING id").fetchone() == (42,)
         assert verify(conn).ok
