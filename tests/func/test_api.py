@@ -15,7 +15,7 @@ import restore_tool
 from restore_tool import Options, Report, fix_sequences, inspect, restore, verify
 from restore_tool.errors import RestoreToolError
 from tests.conftest import ROOT
-from tests.helpers import row_counts, scalar
+from tests.helpers import execute, row_counts, scalar
 from tests.servers import NewDatabases
 
 SAMPLE = ROOT / "backups" / "battery-hub.dump"
@@ -52,15 +52,18 @@ def test_the_api_takes_a_url_and_returns_the_report(new_database: NewDatabases) 
 
 
 def test_the_repair_in_a_callers_transaction_commits_nothing(main_db: str) -> None:
+    execute(main_db, "CREATE TABLE untouched (id serial PRIMARY KEY); "
+                     "INSERT INTO untouched VALUES (5)")
     with psycopg.connect(main_db) as conn:  # not autocommit: a transaction is open
         conn.execute("CREATE TABLE seeded (id serial PRIMARY KEY)")
         conn.execute("INSERT INTO seeded VALUES (1), (2), (41)")
         report = fix_sequences(conn)
         assert report.ok, report.steps
-        assert report.steps[0].summary.startswith("fixed 1,")
+        assert report.steps[0].summary.startswith("fixed 2,")
         assert conn.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
         assert conn.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND "
-                            "relation = 'seeded'::regclass").fetchone() != (0,)  # held still
+                            "relation = 'untouched'::regclass").fetchone() != (0,)  # the
+        # repair read it, and its lock stays until the caller's transaction ends
         assert scalar(main_db, "SELECT to_regclass('seeded') IS NULL") is True  # unseen
         assert conn.execute("INSERT INTO seeded DEFAULT VALUES RETURNING id").fetchone() == (42,)
         assert verify(conn).ok
