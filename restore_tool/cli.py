@@ -147,6 +147,9 @@ Confirm = Annotated[str | None, typer.Option(
 PgBin = Annotated[list[Path] | None, typer.Option(
     "--pg-bin", metavar="DIR",
     help="Use only the pg_restore, psql and vacuumdb in this folder; repeatable.")]
+ExcludeTableData = Annotated[list[str] | None, typer.Option(
+    "--exclude-table-data", metavar="PATTERN", help="Leave out the rows of the tables matching "
+    "PATTERN (audit_*, billing.secrets): they are created, empty; repeatable.")]
 DumpPath = Annotated[str, typer.Argument(
     metavar="DUMP", show_default=False, help="Dump file or directory (a folder of dumps: the "
     "newest), - for standard input, an http(s):// URL, or (restore) a live postgresql:// "
@@ -207,15 +210,25 @@ def verify(
     near_limit: Annotated[float, typer.Option(
         "--near-limit", metavar="PERCENT", min=0, max=100, help="Warn about sequences with "
         "less than this share of their range left.")] = 10.0,
+    against: Annotated[str | None, typer.Option(
+        "--against", metavar="DUMP|URL", help="Prove the database holds everything this dump "
+        "(or live postgresql:// database) does: every data block, object and row.")] = None,
+    hashes: Annotated[bool, typer.Option(
+        "--hashes", help="With --against a live database: compare each table's content "
+        "too.")] = False,
+    exclude_table_data: ExcludeTableData = None, pg_bin: PgBin = None, work_dir: WorkDir = None,
     database_url: DatabaseUrl = None, env_file: EnvFile = None,
     use_embedded: Embedded = False, as_json: Json = False, quiet: Quiet = False) -> int:
     """Health check for deploys: exit 0 when no sequence lags its data and a rolled-back
-    insert into every table works, 1 when not. Changes no data."""
+    insert into every table works (with --against: and the database holds all the source
+    does), 1 when not. Changes no data."""
     from . import commands, project
     return _emit(commands.verify(
         _settings(database_url, env_file, use_embedded), schemas=schema or (), jobs=jobs,
         smoke_test=not no_smoke, auto_smoke=not no_auto_smoke, near_limit=near_limit / 100,
-        project=project.load(config_file)), as_json, quiet)
+        project=project.load(config_file), against=against, hashes=hashes,
+        exclude_table_data=tuple(exclude_table_data or ()), pg_bin=tuple(pg_bin or ()),
+        work_dir=work_dir), as_json, quiet)
 
 
 @app.command("inspect")
@@ -255,10 +268,10 @@ def restore_dump(
         "--post-sql", metavar="FILE",
         help="SQL file to run on the restored database before any swap (one "
         "transaction each); repeatable.")] = None,
-    exclude_table_data: Annotated[list[str] | None, typer.Option(
-        "--exclude-table-data", metavar="PATTERN", help="Leave out the rows of the tables "
-        "matching PATTERN (audit_*, billing.secrets): they are created, empty; "
-        "repeatable.")] = None,
+    exclude_table_data: ExcludeTableData = None,
+    no_proof: Annotated[bool, typer.Option(
+        "--no-proof", help="Skip the proof that the database holds everything the dump "
+        "does (every data block, object and row).")] = False,
     no_analyze: Annotated[bool, typer.Option("--no-analyze", help="Skip ANALYZE.")] = False,
     config_file: ConfigFile = None, no_smoke: NoSmoke = False, no_auto_smoke: NoAutoSmoke = False,
     wait_connections: Annotated[float | None, typer.Option(
@@ -285,7 +298,8 @@ def restore_dump(
         with_subscriptions=with_subscriptions, migrate=migrate,
         post_sql=tuple(post_sql or ()), analyze=not no_analyze,
         wait_connections=wait_connections, lock_wait=lock_wait, pg_bin=tuple(pg_bin or ()),
-        work_dir=work_dir, exclude_table_data=tuple(exclude_table_data or ()))
+        work_dir=work_dir, exclude_table_data=tuple(exclude_table_data or ()),
+        proof=not no_proof)
     found = project.load(config_file)
     settings = None if scratch else _settings(database_url, env_file, use_embedded)
     streamed = not as_json and not quiet  # each checklist line as its step ends

@@ -24,6 +24,7 @@ from .pipeline import Outcome, Progress, Report, Status, Step, StepName, Watcher
 from .project import Project, protected_by
 from .project import load as load_project
 from .restoring import leftovers, swap
+from .restoring.against import prove
 from .restoring.archive import Dump
 
 __all__ = ["Dump", "Options", "Project", "Report", "cleanup", "fix_sequences", "inspect",
@@ -70,13 +71,24 @@ def verify(
     auto_smoke: bool = True,
     near_limit: float = sequences.NEAR_LIMIT,
     project: Project | None = None,
+    against: Path | str | None = None,
+    hashes: bool = False,
+    exclude_table_data: Sequence[str] = (),
+    pg_bin: Sequence[Path] = (),
+    work_dir: Path | None = None,
 ) -> Report:
     """Health check: no sequence lags its data (a warning for those with less than
     `near_limit` of their range left), and an insert into every table works (rolled back;
     `smoke_test=False` skips that, `auto_smoke=False` keeps only the configured rows); a
     table whose sequence is that close is spared the insert, which would take one of its
     last values. Changes no data. `restore-tool verify`. On a caller's connection the
-    smoke inserts are savepoints rolled back inside its transaction (nextval still is not)."""
+    smoke inserts are savepoints rolled back inside its transaction (nextval still is not).
+    `against` (a dump, or a live postgresql:// database) adds the proof first: everything it
+    holds is in the database (objects, their health, each table's rows; with `hashes`, a live
+    source's contents), but the rows of tables `exclude_table_data` names."""
+    if against is None and (hashes or exclude_table_data):
+        raise ConfigError(f"{'--hashes' if hashes else '--exclude-table-data'} only makes "
+                          "sense with --against.")
     found = _project(project)
     plan = smoke_plan(found, smoke_test, auto_smoke)
     if plan is not None and schemas and not plan.schemas:
@@ -96,7 +108,14 @@ def verify(
         return smoke.step(target.conn, target.connect, replace(plan, spare=tuple(spare)),
                           target.jobs(jobs))
 
+    def proof_step(target: _Target) -> Outcome:
+        assert against is not None
+        return prove(target.conn, against, jobs=target.jobs(jobs), connect=target.connect,
+                     hashes=hashes, exclude_table_data=exclude_table_data, pg_bin=pg_bin,
+                     work_dir=work_dir)
+
     return _run("verify", settings, True, lambda target: [
+        *([Step(StepName.PROOF, lambda: proof_step(target))] if against is not None else []),
         Step(StepName.CHECK_SEQUENCES, lambda: check_step(target)),
         Step(StepName.SMOKE_TEST, lambda: smoke_step(target)),
     ], config_facts(found), schemas=schemas)

@@ -45,6 +45,11 @@ class BadInput(RestoreToolError):
     exit_code = ExitCode.USAGE
 
 
+class DamagedDump(BadInput):
+    """A dump that does not read: truncated, partly uploaded, corrupt (`verify --against`
+    reports it as the proof's first finding, exit 1)."""
+
+
 class ConnectionFailed(RestoreToolError):
     """The target database could not be reached or refused us."""
 

@@ -182,6 +182,15 @@ def pg_restore_database_cmd(tool: Tool, archive: Path) -> list[str]:
     return [str(tool.path), "--create", "--schema-only", "--file", "-", str(archive)]
 
 
+def pg_restore_script_cmd(tool: Tool, archive: Path, use_list: Path | None = None) -> list[str]:
+    """The whole archive as a SQL script on stdout, data included (only the entries of
+    `use_list` when given): what the proof reads every data block of."""
+    argv = [str(tool.path), "--file", "-"]
+    if use_list is not None:
+        argv += ["--use-list", str(use_list)]
+    return [*argv, str(archive)]
+
+
 def psql_cmd(tool: Tool, conninfo: str, args: Sequence[str] = ()) -> list[str]:
     """psql without the user's .psqlrc, stopping at the first error."""
     return [str(tool.path), "-X", "-v", "ON_ERROR_STOP=1", "-d", conninfo, *args]

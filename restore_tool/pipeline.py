@@ -21,6 +21,7 @@ Progress = Callable[[int, int, str], None]
 class StepName(enum.StrEnum):
     PREFLIGHT = "preflight"
     LOAD = "load"
+    PROOF = "proof"
     POST_RESTORE = "post-restore"
     REPAIR_SEQUENCES = "repair sequences"
     ANALYZE = "analyze"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from .pipeline import Report, Status, StepName, StepResult
+from .proof import Check
 from .restoring.archive import Dump
 from .restoring.hooks import HookOutput
 from .restoring.load import LoadError
@@ -244,7 +245,16 @@ def _hook_body(step: StepResult) -> list[str]:
     return lines
 
 
+def _proof_body(step: StepResult) -> list[str]:
+    """Each check of the proof, and every difference it found."""
+    lines = []
+    for check in (d for d in step.details if isinstance(d, Check)):
+        lines.append(f"{ICONS[check.status].rstrip()} {check.name}: {check.summary}")
+        lines += [f"    ❌ {difference}" for difference in check.differences]
+    return lines
+
+
 _STEP_BODIES = {StepName.REPAIR_SEQUENCES: _repair_body, StepName.CHECK_SEQUENCES: _check_body,
                 StepName.SMOKE_TEST: _smoke_body, StepName.LOAD: _load_body,
-                StepName.POST_RESTORE: _hook_body}
+                StepName.POST_RESTORE: _hook_body, StepName.PROOF: _proof_body}
 

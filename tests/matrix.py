@@ -1,7 +1,10 @@
 """The version matrix's source database: one small schema with everything that has gone wrong
 across versions (serial, identity, an unowned sequence feeding partitions, a function with a
 SET clause, a view, a populated matview, text rows that begin with `SET `, a database comment
-and setting), dumped by each pg_dump in each format."""
+and setting), and an object of every kind the proof compares (a schema and a table with
+spaces and quotes in their names, an enum, a domain, an index, a NOT VALID check, a trigger,
+a policy, an aggregate, a procedure, an inheritance child), dumped by each pg_dump in each
+format."""
 
 from __future__ import annotations
 
@@ -29,6 +32,27 @@ CREATE FUNCTION slow_total() RETURNS bigint LANGUAGE sql SET work_mem = '8MB'
     AS 'SELECT count(*) FROM public.menu';
 CREATE VIEW dishes AS SELECT dish FROM menu;
 CREATE MATERIALIZED VIEW menu_count AS SELECT count(*) AS n FROM menu;
+CREATE SCHEMA "Sales Dept";
+CREATE TYPE mood AS ENUM ('ok', 'meh');
+CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
+CREATE TABLE "Sales Dept"."Order ""Items"" list" (id serial PRIMARY KEY,
+    guest_id int REFERENCES guest, qty positive, feel mood, price numeric(8, 2),
+    at timestamptz DEFAULT now());
+INSERT INTO "Sales Dept"."Order ""Items"" list" (guest_id, qty, feel, price)
+    VALUES (10, 2, 'ok', 9.5), (11, 1, 'meh', 12), (NULL, 3, NULL, NULL);
+CREATE INDEX "order qty" ON "Sales Dept"."Order ""Items"" list" (qty);
+ALTER TABLE menu ADD CONSTRAINT short_note CHECK (length(note) < 100) NOT VALID;
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+CREATE TRIGGER menu_touch BEFORE UPDATE ON menu FOR EACH ROW EXECUTE FUNCTION touch();
+ALTER TABLE guest ENABLE ROW LEVEL SECURITY;
+CREATE POLICY guest_all ON guest USING (true);
+CREATE AGGREGATE joined(text) (SFUNC = textcat, STYPE = text);
+CREATE PROCEDURE noop(n integer, label "Sales Dept"."Order ""Items"" list") LANGUAGE sql
+    AS 'SELECT 1';
+CREATE TABLE event (id serial PRIMARY KEY, at date);
+CREATE TABLE event_2020 () INHERITS (event);
+INSERT INTO event (id, at) VALUES (1, '2021-01-01');
+INSERT INTO event_2020 (id, at) VALUES (2, '2020-01-01'), (3, '2020-02-02');
 """
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from .. import db, embedded, sequences, smoke, workdir
+from .. import db, embedded, proof, sequences, smoke, workdir
 from ..config import Settings
 from ..conninfo import dbname, mask, password_of
 from ..errors import BadInput, Interrupted, RestoreToolError
@@ -74,7 +74,7 @@ def run(settings: Settings, path: Path | str, options: Options = Options(), *,
             return Step(name, started)
 
         steps = [step(StepName.PREFLIGHT, preflight), step(StepName.LOAD, _load),
-                 step(StepName.POST_RESTORE, _post_restore),
+                 step(StepName.PROOF, _proof), step(StepName.POST_RESTORE, _post_restore),
                  step(StepName.REPAIR_SEQUENCES, _repair), step(StepName.ANALYZE, _analyze),
                  step(StepName.SMOKE_TEST, _smoke), step(StepName.CHECK_SEQUENCES, _verify),
                  step(StepName.DATABASE_SETTINGS, _database_settings)]
@@ -128,15 +128,25 @@ def _load(state: Run) -> Outcome:
     if state.into != state.target or not state.target_existed:
         with maintenance(state) as conn:
             _create(conn, state, started)
+    leave = load.Leave(options.no_owner, options.no_privileges, options.no_tablespaces,
+                       superuser_only=state.superuser_only,
+                       subscriptions=tuple(needs.subscription_name(s)
+                                           for s in state.needs.subscriptions),
+                       subscribe_after=options.with_subscriptions,
+                       exclude_data=options.exclude_table_data)
+
+    def read_alongside(use_list: Path | None) -> None:
+        """The proof's pass over the archive (the entries the load restores), as it loads."""
+        state.reading = proof.tally.ArchiveReader(loader, state.readable or state.path,
+                                                  use_list, _left_out(leave))
+        state.stack.callback(state.reading.stop)
+
+    if options.proof and dump.format == "plain" and dump.pg_dump_version is not None:
+        state.reading = proof.tally.PlainReader(state.readable, _left_out(leave))
+        state.stack.callback(state.reading.stop)
     loaded = load.load(state.into_info, state.server, dump, state.readable, loader,
-                       jobs=state.jobs, leave=load.Leave(
-                           options.no_owner, options.no_privileges, options.no_tablespaces,
-                           superuser_only=state.superuser_only,
-                           subscriptions=tuple(needs.subscription_name(s)
-                                               for s in state.needs.subscriptions),
-                           subscribe_after=options.with_subscriptions,
-                           exclude_data=options.exclude_table_data),
-                       work=state.work, progress=state.progress)
+                       jobs=state.jobs, leave=leave, work=state.work, progress=state.progress,
+                       alongside=read_alongside if options.proof else None)
     errors = loaded.errors
     real = [e for e in errors if not e.tolerated]
     what = f"into {state.into}" + (f" (scratch for {state.target})"
@@ -159,6 +169,31 @@ def _load(state: Run) -> Outcome:
                        tuple(errors))
     return Outcome(Status.PASSED, f"loaded {what}" + (
         f", {state.jobs} jobs" if dump.parallel and state.jobs > 1 else "") + left_out)
+
+
+def _left_out(leave: load.Leave) -> proof.tally.Skip:
+    """The entries a load leaves out on purpose, for the proof's reader: the rows of tables
+    --exclude-table-data names, and what only a superuser may create (the list given to an
+    archive's pg_restore has neither; a plain script has both)."""
+    def skip(kind: str, schema: str, name: str) -> bool:
+        return (kind == "TABLE DATA" and load.excluded(leave.exclude_data, schema, name)) or \
+            any(entry.covers(kind, schema, name) for entry in leave.superuser_only)
+    return skip
+
+
+def _proof(state: Run) -> Outcome:
+    """The database just loaded against the dump, before anything else touches it (hooks
+    may change data on purpose): every data block read to its end, every entry present and
+    healthy, every table's rows."""
+    if not state.options.proof:
+        return Outcome(Status.SKIPPED, "--no-proof")
+    if state.reading is None:
+        return Outcome(Status.SKIPPED, "the SQL script was not written by pg_dump: it names "
+                       "no entries to prove the database against")
+    tally = state.reading.result()
+    with closing(db.connect(state.into_info)) as conn:
+        return proof.against_dump(conn, tally, jobs=state.jobs, fresh=True,
+                                  connect=lambda: db.connect(state.into_info))
 
 
 def _subscribe(state: Run) -> str:
@@ -373,6 +408,9 @@ def _next_steps(failed: StepName, left: str | None) -> tuple[str, ...]:
 _HINTS = {
     StepName.PREFLIGHT: "Fix what preflight names, then run the same command again.",
     StepName.LOAD: "Read the errors above (TOC entry and message).",
+    StepName.PROOF: "The database did not hold all the dump does (the differences above): a "
+                    "damaged dump needs a new copy; rows lost in the load, a run with nothing "
+                    "else writing to the server. --no-proof skips the proof (not advised).",
     StepName.POST_RESTORE: "Fix the migration or SQL hook, then run the restore again.",
     StepName.REPAIR_SEQUENCES: "Run `restore-tool fix-sequences --dry-run` on a copy to see why.",
     StepName.ANALYZE: "Read vacuumdb's message above, or run with --no-analyze.",

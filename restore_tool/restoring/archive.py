@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .. import pgtools
 from ..conninfo import looks_like_url
-from ..errors import BadInput, CommandFailed, MissingBinary
+from ..errors import BadInput, CommandFailed, DamagedDump, MissingBinary
 from ..pgtools import Tool
 
 # Outer compression of a dump file, by magic number; the tool that removes it.
@@ -208,8 +208,8 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
             with gzip.open(path, "rb") as source, target.open("wb") as out:
                 shutil.copyfileobj(source, out, 1024 * 1024)
         except (OSError, EOFError) as error:
-            raise BadInput(f"{path} could not be decompressed: {str(error).rstrip('.')}.") \
-                from None
+            raise DamagedDump(f"{path} could not be decompressed: "
+                              f"{str(error).rstrip('.')}.") from None
     else:
         tool = shutil.which(wrapper)
         if tool is None:
@@ -218,7 +218,7 @@ def opened(path: Path, workdir: Path, extra_bins: Sequence[Path] = ()) -> Iterat
         try:
             pgtools.run(pgtools.decompress_cmd(Path(tool), path, target))
         except CommandFailed as error:
-            raise BadInput(f"{path} could not be decompressed: {error.message}") from None
+            raise DamagedDump(f"{path} could not be decompressed: {error.message}") from None
     yield inspect(path, target, wrapper, extra_bins), target
 
 
@@ -418,7 +418,7 @@ def _unreadable(path: Path, readable: Path, fmt: str, failure: str,
             f"needs {wanted}; the newest found here is {newest}.",
             "Install a newer PostgreSQL client, or pass --pg-bin DIR.")
     reason = failure.removeprefix("pg_restore failed: ").removeprefix("pg_restore: error: ")
-    return BadInput(f"{path} is not a readable dump: {reason}.")
+    return DamagedDump(f"{path} is not a readable dump: {reason}.")
 
 
 def archive_version(readable: Path) -> tuple[int, int, int] | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
@@ -183,10 +183,13 @@ class RestoreLog:
 
 
 def load(conninfo: str, server: Server, dump: Dump, readable: Path, loader: Tool, *,
-         jobs: int, leave: Leave, work: Path, progress: Progress | None = None) -> Loaded:
+         jobs: int, leave: Leave, work: Path, progress: Progress | None = None,
+         alongside: Callable[[Path | None], object] | None = None) -> Loaded:
     """Load the dump with `loader`; every error met, the settings the client sent that the
     server lacks marked tolerated. Statistics are left out for servers before 18. Plain SQL
-    runs in one transaction, so its first error leaves nothing behind."""
+    runs in one transaction, so its first error leaves nothing behind. `alongside` is called
+    with the list of entries an archive's load restores (None: all) just before it starts,
+    so that a second reader (the proof's) reads the same ones."""
     conninfo, env = child_env(conninfo)
     if dump.format == "plain":
         return _load_plain(loader, conninfo, env, readable, server, dump, leave, progress)
@@ -202,6 +205,8 @@ def load(conninfo: str, server: Server, dump: Dump, readable: Path, loader: Tool
                                     if not _entry_left_out(e, server, leave)))
         loaded.left_out += _left_out_words(left, server, leave)
     jobs = jobs if dump.parallel else 1
+    if alongside is not None:
+        alongside(use_list)
     argv = pgtools.pg_restore_cmd(loader, conninfo, readable, jobs=jobs,
                                   no_owner=leave.owner, no_privileges=leave.privileges,
                                   no_tablespaces=leave.tablespaces, use_list=use_list)

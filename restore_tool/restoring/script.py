@@ -40,7 +40,7 @@ class Piece:
         if self.kind is Kind.STATEMENT:
             leading = _LEADING.match(text)
             text = leading.group(0) if leading else ""
-        found = _HEADER.findall(text)
+        found = HEADER.findall(text)
         return Header(*found[-1]) if found else None
 
 
@@ -55,7 +55,7 @@ class Header:
 
 
 _LEADING = re.compile(r"^(?:\s+|--[^\n]*\n)+")
-_HEADER = re.compile(r"^-- (?:Data for )?Name: (.*?); Type: ([A-Z ]+); Schema: (.*?); Owner: ",
+HEADER = re.compile(r"^-- (?:Data for )?Name: (.*?); Type: ([A-Z ]+); Schema: (.*?); Owner: ",
                      re.MULTILINE)
 _COPY_FROM_STDIN = re.compile(rb"^\s*COPY\s.*\sFROM\s+stdin", re.IGNORECASE | re.DOTALL)
 _DOLLAR_TAG = re.compile(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$")

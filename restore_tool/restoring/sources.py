@@ -41,7 +41,7 @@ def local(source: Path | str, work: Path, *, jobs: int = 1, progress: Progress |
     there (`live`: a restore may, inspect may not); a folder that is not itself a
     directory-format dump stands for the newest dump in it."""
     text = str(source)
-    if isinstance(source, str) and _DATABASE_URL.match(text):
+    if is_database(source):
         if not live:
             raise BadInput("inspect reads dumps; a live database (a postgresql:// URL) is a "
                            "source only restore takes.")
@@ -131,6 +131,12 @@ def newest(folder: Path) -> tuple[Path, list[str]]:
                    "toc.dat), and no pg_dump archive, SQL dump or directory-format dump is in "
                    "it" + (f" (left out as unfinished: {', '.join(skipped)})" if skipped
                            else "") + ".")
+
+
+def is_database(source: Path | str) -> bool:
+    """Whether `source` names a live database (postgresql://, postgres+driver://) rather
+    than a dump."""
+    return isinstance(source, str) and bool(_DATABASE_URL.match(source))
 
 
 _DATABASE_URL = re.compile(r"^postgres(?:ql)?(?:\+[A-Za-z0-9_]+)?://", re.IGNORECASE)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import db, smoke
 from ..config import Settings
@@ -17,6 +18,9 @@ from ..pipeline import Progress, StepName
 from . import load
 from .archive import Dump
 from .needs import Entry, Needs
+
+if TYPE_CHECKING:
+    from ..proof.tally import Reader
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Options:
     pg_bin: tuple[Path, ...] = ()
     # tables whose rows are left out (they are created, empty): `audit_*`, `billing.secrets`
     exclude_table_data: tuple[str, ...] = ()
+    proof: bool = True  # prove the load complete against the dump before anything else
 
 
 @dataclass
@@ -72,6 +77,7 @@ class Run:
     current: StepName = StepName.PREFLIGHT  # the step running
     discarded: str | None = None  # what cleaning up after a failure left, once done
     tools: dict[str, Tool] = field(default_factory=dict)
+    reading: Reader | None = None  # the proof's pass over the dump, alongside the load
     facts_given: list[tuple[str, str]] = field(default_factory=list)  # e.g. the config file
     facts: list[tuple[str, str]] = field(default_factory=list)
 

@@ -78,6 +78,9 @@ def test_pg_dump_n_into_postgresql_m(servers: Servers, dump_folder: Path, dump_v
         result = commands.restore(settings(target, tmp_path), dump)
         assert result.exit_code == 0, report.render(result)
         assert _content(target) == _sources[dump_version]
+        proved = next(s for s in result.steps if s.name == "proof")  # no false positive
+        assert proved.status is Status.PASSED, proved.summary
+        assert "14 rows in 7 tables" in proved.summary, proved.summary
         assert scalar(target, "SELECT public.slow_total()") == 4
         assert scalar(target, "SELECT ispopulated FROM pg_matviews "
                               "WHERE matviewname = 'menu_count'") is True
