@@ -101,7 +101,7 @@ class Scanner:
         self.pos = newline + 1
         if line.startswith(b"-- "):
             self._comment(line)
-        elif self.header is not None and not self.skipping:
+        elif self.header is not None:
             self._statement(line)
         return True
 
@@ -124,11 +124,12 @@ class Scanner:
         if header.kind == "TABLE DATA":
             key = (header.schema, header.name)
             if line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
-                self.tally.rows.setdefault(key, 0)
-                self.copy = key
-            elif line.startswith(b"INSERT INTO "):
+                self.copy = key  # a skipped entry's data lines are read past, not counted
+                if not self.skipping:
+                    self.tally.rows.setdefault(key, 0)
+            elif line.startswith(b"INSERT INTO ") and not self.skipping:
                 self.tally.rows[key] = None
-        elif header.kind in _CONSTRAINTS and b" NOT VALID" in line:
+        elif header.kind in _CONSTRAINTS and b" NOT VALID" in line and not self.skipping:
             self.header = DumpEntry(header.kind, header.schema, header.name, not_valid=True)
             self.tally.entries[-1] = self.header
 

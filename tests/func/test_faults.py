@@ -320,7 +320,8 @@ def test_scratch_restores_into_a_throwaway_server_and_deletes_it(tmp_path: Path)
     report = json.loads(out)
     assert report["target_source"].startswith("--scratch")
     assert [s["status"] for s in report["steps"]] == [
-        "passed", "passed", "skipped", "passed", "passed", "passed", "passed", "skipped"]
+        "passed", "passed", "passed", "skipped", "passed", "passed", "passed", "passed",
+        "skipped"]
     assert set(Path(tempfile.gettempdir()).glob("restore-tool-scratch-*")) == before
     code, _, err = _finish(_cli("restore", str(SAMPLE), "--scratch", "--replace"))
     assert code == 2 and "--scratch restores into a temporary server" in err

@@ -343,3 +343,32 @@ def test_hashes_agree_across_versions_and_session_defaults(
         assert code == 1 and differences(report) == ["kinds: the rows differ from the source's"]
     finally:
         made.drop_all()
+
+
+def test_rarer_kinds_are_named_as_pg_dump_names_them(new_database: NewDatabases,
+                                                     tmp_path: Path) -> None:
+    """An extension, a foreign table and an event trigger (superuser only) prove clean after
+    a restore, and each, dropped, is named missing."""
+    source = new_database("rt_proof_rare")
+    execute(source, "CREATE EXTENSION citext; CREATE EXTENSION file_fdw; "
+                    "CREATE SERVER files FOREIGN DATA WRAPPER file_fdw; "
+                    "CREATE FOREIGN TABLE passwd (line text) SERVER files "
+                    "OPTIONS (filename '/etc/hostname'); "
+                    "CREATE TABLE tag (name citext PRIMARY KEY); INSERT INTO tag VALUES ('A'); "
+                    "CREATE FUNCTION noted() RETURNS event_trigger LANGUAGE plpgsql "
+                    "AS $$BEGIN END$$; "
+                    "CREATE EVENT TRIGGER \"on ddl\" ON ddl_command_end EXECUTE FUNCTION noted()")
+    dump = matrix.dump(embedded_bin_dir(), source, tmp_path, "custom")
+    target = new_database("rt_proof_rare_copy", create=False)
+    code, out, err = invoke("restore", str(dump), "--database-url", target, "-q")
+    assert code == 0, out + err
+    assert verify(target, "--against", str(dump))[0] == 0
+    execute(target, 'DROP EVENT TRIGGER "on ddl"; DROP FOREIGN TABLE passwd; '
+                    "DROP TABLE tag; DROP EXTENSION citext")
+    code, report, err = verify(target, "--against", str(dump))
+    assert code == 1, (report, err)
+    found = differences(report)
+    for name in ('event trigger "on ddl" missing', "foreign table passwd missing",
+                 "extension citext missing", "table tag missing",
+                 "tag: 1 rows in the dump, and the table is missing"):
+        assert name in found, found

@@ -264,7 +264,7 @@ def test_a_migration_runs_through_the_shell_and_a_failure_shows_its_output(
     done = runs["failed"]
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "DEBUG is 1 in app" in done.stderr and "INFO line 1\n" in done.stderr  # streamed
-    step = json.loads(done.stdout)["steps"][2]
+    step = json.loads(done.stdout)["steps"][3]
     assert (step["name"], step["status"]) == ("post-restore", "failed")
     assert step["summary"] == ("'cd app && DEBUG=1 ./migrate.sh' exited with code 1: "
                                "the last word, on stderr")
@@ -273,7 +273,7 @@ def test_a_migration_runs_through_the_shell_and_a_failure_shows_its_output(
     assert output["output"][0] == "INFO line 13"
     assert output["output"][-2] == "FAILED: Can't locate revision identified by 'abc123'"
     assert "FAILED: Can't locate revision" in (tmp_path / "failed.md").read_text()
-    missing = json.loads(runs["missing"].stdout)["steps"][2]
+    missing = json.loads(runs["missing"].stdout)["steps"][3]
     assert runs["missing"].returncode == 1 and "Traceback" not in runs["missing"].stderr
     assert missing["summary"].startswith("'alembic upgrade head' exited with code 127: ")
     assert "alembic: not found" in missing["summary"]
@@ -310,9 +310,9 @@ def test_the_sample_dump_from_the_cli(new_database: NewDatabases, tmp_path: Path
     assert set(shape) == {"ok", "command", "exit_code", "target", "target_source", "facts",
                           "steps"}
     assert [s["name"] for s in shape["steps"]] == [
-        "preflight", "load", "post-restore", "repair sequences", "analyze", "smoke test",
-        "check sequences", "database settings"]
-    assert shape["steps"][3]["summary"].startswith("fixed 22,")
+        "preflight", "load", "proof", "post-restore", "repair sequences", "analyze",
+        "smoke test", "check sequences", "database settings"]
+    assert shape["steps"][4]["summary"].startswith("fixed 22,")
     assert "loading:" in done.stderr
     assert markdown.read_text().startswith("# restore-tool restore: passed")
 

@@ -319,7 +319,7 @@ def test_a_restore_whose_trigger_sequence_lags_is_not_swapped_in(
         execute(target, "CREATE TABLE precious (id int); INSERT INTO precious VALUES (1)")
         result = commands.restore(settings(target, tmp_path), dump, commands.Options(replace=True))
         names = [(step.name, step.status) for step in result.steps]
-        assert names[5] == (StepName.SMOKE_TEST, Status.FAILED) and result.exit_code == 1
+        assert names[6] == (StepName.SMOKE_TEST, Status.FAILED) and result.exit_code == 1
         assert names[-1] == ("swap", Status.SKIPPED)
         assert row_counts(target) == {"precious": 1}
         assert "setval" in result.next_steps[1]
