@@ -2,9 +2,9 @@
 across versions (serial, identity, an unowned sequence feeding partitions, a function with a
 SET clause, a view, a populated matview, text rows that begin with `SET `, a database comment
 and setting), and an object of every kind the proof compares (a schema and a table with
-spaces and quotes in their names, an enum, a domain, an index, a NOT VALID check, a trigger,
-a policy, an aggregate, a procedure, an inheritance child), dumped by each pg_dump in each
-format."""
+spaces and quotes in their names, an enum, a composite type, a domain, an index, a NOT VALID
+check, a trigger, a policy, an aggregate, a procedure, an inheritance child), dumped by each
+pg_dump in each format."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ CREATE VIEW dishes AS SELECT dish FROM menu;
 CREATE MATERIALIZED VIEW menu_count AS SELECT count(*) AS n FROM menu;
 CREATE SCHEMA "Sales Dept";
 CREATE TYPE mood AS ENUM ('ok', 'meh');
+CREATE TYPE pair AS (a integer, b text);
 CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
 CREATE TABLE "Sales Dept"."Order ""Items"" list" (id serial PRIMARY KEY,
     guest_id int REFERENCES guest, qty positive, feel mood, price numeric(8, 2),

@@ -229,17 +229,20 @@ def _trusted(stats: tuple[int | None, ...], want: int) -> bool:
 
 
 def _alone(conn: Connection) -> bool:
-    """Whether every other session on the database has ended, given up to PATIENCE seconds
-    (the load's own take a moment): a session writes its row counters when it ends, so only
-    then do the counters hold every row written, and deleted, by anyone."""
+    """Whether every other session on the database has ended, the loader's given up to
+    PATIENCE seconds (they take a moment to go): a session writes its row counters when it
+    ends, so only then do the counters hold every row written, and deleted, by anyone."""
     deadline = time.monotonic() + PATIENCE
     while True:
         row = conn.execute(OTHERS).fetchone()
-        if not row or not row[0]:
+        loaders, others = (int(row[0]), int(row[1])) if row else (0, 0)
+        if others:
+            return False
+        if not loaders:
             return True
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def _tables(conn: Connection, tables: Iterable[Table]

@@ -75,7 +75,9 @@ FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
 UNION ALL
 SELECT CASE ty.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, n.nspname, ty.typname, NULL,
        n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
-       AND ty.typrelid = 0 AND ty.typelem = 0  -- not a table's row type, not an array type
+       AND ty.typelem = 0  -- not an array type, nor a table's row type (a composite is one):
+       AND (ty.typrelid = 0 OR EXISTS (SELECT 1 FROM rel WHERE rel.oid = ty.typrelid
+                                                        AND rel.relkind = 'c'))
        AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_type'::regclass
                        AND ext.objid = ty.oid)
 FROM pg_type ty JOIN pg_namespace n ON n.oid = ty.typnamespace
@@ -131,9 +133,11 @@ PINNED = {
     "extra_float_digits": "1", "bytea_output": "hex", "lc_monetary": "C", "search_path": "",
 }
 
-# Sessions other than ours on the database just loaded (pg_restore's, till they are gone:
-# each writes its row counters when it ends).
+# Sessions other than ours on the database just loaded: the loader's (pg_restore's or psql's,
+# till they are gone: each writes its row counters when it ends), and anyone else's.
 OTHERS = """
-SELECT count(*) FROM pg_stat_activity
+SELECT count(*) FILTER (WHERE application_name IN ('pg_restore', 'psql')),
+       count(*) FILTER (WHERE application_name NOT IN ('pg_restore', 'psql'))
+FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
 """

@@ -216,7 +216,9 @@ def test_excluded_table_data_is_not_counted(copy: str, dumps: dict[str, Path]) -
 def _delete_one_row_while_it_loads(server: Server, target: str, table: str,
                                    rows: int) -> threading.Thread:
     """Another session that waits for the restore's scratch database, waits for `table` to
-    hold its `rows`, deletes one and leaves: a load that lost a row, as pg_restore saw none."""
+    hold its `rows`, deletes one and leaves: a load that lost a row, as pg_restore saw none.
+    It holds the matview menu_count (made before the data, refreshed last by a serial
+    pg_restore) meanwhile, so the load cannot end before the row is gone."""
     prefix = f"{dbname(target)}_restoring_"
 
     def run() -> None:
@@ -230,17 +232,22 @@ def _delete_one_row_while_it_loads(server: Server, target: str, table: str,
                 time.sleep(0 if row else 0.005)
         if found is None:
             return
-        with psycopg.connect(server.database(found), autocommit=True) as conn:
+        with psycopg.connect(server.database(found), autocommit=True) as conn, \
+                psycopg.connect(server.database(found)) as holder:
+            ready = "SELECT to_regclass('menu_count') IS NOT NULL AND to_regclass(%s) IS NOT NULL"
+            while not (conn.execute(ready, (table,)).fetchone() or [False])[0]:
+                time.sleep(0.002)
+            # an ACCESS SHARE lock on the matview till `holder` ends (LOCK TABLE refuses
+            # matviews); the polling session holds none between its statements
+            holder.execute("SELECT pg_relation_size('menu_count')")
             while time.monotonic() < deadline:
-                try:
-                    have = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                        sql.Identifier(table))).fetchone()
-                except psycopg.errors.UndefinedTable:
-                    have = None
+                have = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                    sql.Identifier(table))).fetchone()
                 if have and have[0] == rows:
                     conn.execute(sql.SQL("DELETE FROM {} WHERE ctid = (SELECT min(ctid) "
                                          "FROM {})").format(sql.Identifier(table),
                                                             sql.Identifier(table)))
+                    thread.deleted = True  # type: ignore[attr-defined]
                     return
                 time.sleep(0.002)
 
@@ -262,9 +269,11 @@ def test_a_restore_that_lost_a_row_is_never_swapped_in(
     target = new_database("rt_proof_swap")
     execute(target, "CREATE TABLE before (id int); INSERT INTO before VALUES (1)")
     deleter = _delete_one_row_while_it_loads(main_server, target, "bulk", 200000)
-    args = ["restore", str(dump), "--replace", "--database-url", target, "--json"]
+    # --jobs 1: a serial pg_restore refreshes the matview after all the data
+    args = ["restore", str(dump), "--replace", "--jobs", "1", "--database-url", target, "--json"]
     code, out, err = invoke(*args) if proof else invoke(*args, "--no-proof")
     deleter.join(timeout=60)
+    assert getattr(deleter, "deleted", False), "the other session never deleted the row"
     report = json.loads(out)
     if not proof:  # the proof is what stops it: without, the lost row is swapped in
         assert code == 0, (report, err)
