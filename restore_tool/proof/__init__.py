@@ -175,7 +175,8 @@ def _named(kind: str, entry: DumpEntry, relations: set[Table]) -> str:
 
 
 def _rows(conn: Connection, expected: Mapping[Table, int | None], jobs: int,
-          connect: Callable[[], Connection] | None, fresh: bool) -> Check:
+          connect: Callable[[], Connection] | None, fresh: bool, origin: str = "the dump"
+          ) -> Check:
     """Each table's rows in the database against the rows its data entry holds. `fresh`: the
     load just created every table, so the server's row counters are used where they agree
     with each other and with the dump, if no other session is left on the database."""
@@ -189,7 +190,7 @@ def _rows(conn: Connection, expected: Mapping[Table, int | None], jobs: int,
     to_count: list[tuple[Table, int]] = []
     for table, want in counted.items():
         if table not in found:
-            differences.append(f"{display_name(*table)}: {want:,} rows in the dump, and the "
+            differences.append(f"{display_name(*table)}: {_rows_text(want)} in {origin}, and the "
                                "table is missing")
             continue
         oid, readable, stats = found[table]
@@ -204,7 +205,7 @@ def _rows(conn: Connection, expected: Mapping[Table, int | None], jobs: int,
     for table, want in counted.items():
         have = known.get(table)
         if have is not None and have != want:
-            differences.append(f"{display_name(*table)}: {want:,} rows in the dump, {have:,} "
+            differences.append(f"{display_name(*table)}: {_rows_text(want)} in {origin}, {have:,} "
                                "in the database")
     warnings = []
     if unreadable:
@@ -218,6 +219,10 @@ def _rows(conn: Connection, expected: Mapping[Table, int | None], jobs: int,
     return _check("rows", differences, f"{len(known)} tables hold the {total:,} rows expected"
                   f" ({len(to_count)} counted{how})", warnings,
                   brief=f"{total:,} rows in {len(known)} tables")
+
+
+def _rows_text(count: int) -> str:
+    return f"{count:,} row{'' if count == 1 else 's'}"
 
 
 def _trusted(stats: tuple[int | None, ...], want: int) -> bool:
@@ -325,7 +330,7 @@ def against_source(conn: Connection, source: Connection, *, jobs: int = 1,
                 for (kind, schema, name), (problem, user) in sorted(origin.items())
                 if user and not (kind == "MATERIALIZED VIEW DATA" and problem is not None)]
     checks = _entries(expected, _inventory(conn), Counter(), what)
-    checks.append(_rows(conn, their_rows, jobs, connect, fresh=False))
+    checks.append(_rows(conn, their_rows, jobs, connect, fresh=False, origin="the source"))
     if hashes:
         present = [t for t in tables if t in _tables(conn, tables)]
         ours = _hashed(conn, present, jobs, connect)
