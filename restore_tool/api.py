@@ -37,12 +37,17 @@ def fix_sequences(target: Target = None, *, schemas: Sequence[str] = (), exact: 
 
 def verify(target: Target = None, *, schemas: Sequence[str] = (), jobs: int | None = None,
            smoke_test: bool = True, auto_smoke: bool = True,
-           near_limit: float = sequences.NEAR_LIMIT, project: Project | None = None) -> Report:
+           near_limit: float = sequences.NEAR_LIMIT, project: Project | None = None,
+           against: Path | str | None = None, hashes: bool = False,
+           exclude_table_data: Sequence[str] = ()) -> Report:
     """The health check of `restore-tool verify`. On a connection the smoke inserts run in
-    savepoints rolled back inside the caller's transaction (nextval still is not)."""
+    savepoints rolled back inside the caller's transaction (nextval still is not).
+    `against` a dump or a live postgresql:// database adds the proof (`--against`)."""
     where = target if isinstance(target, psycopg.Connection) else _settings(target)
     return commands.verify(where, schemas=schemas, jobs=jobs, smoke_test=smoke_test,
-                           auto_smoke=auto_smoke, near_limit=near_limit, project=project)
+                           auto_smoke=auto_smoke, near_limit=near_limit, project=project,
+                           against=against, hashes=hashes,
+                           exclude_table_data=exclude_table_data)
 
 
 def restore(dump: Path | str, target: str | None = None, *,

@@ -138,11 +138,11 @@ def _load(state: Run) -> Outcome:
     def read_alongside(use_list: Path | None) -> None:
         """The proof's pass over the archive (the entries the load restores), as it loads."""
         state.reading = proof.tally.ArchiveReader(loader, state.readable or state.path,
-                                                  use_list, _left_out(leave))
+                                                  use_list, leave.leaves_out)
         state.stack.callback(state.reading.stop)
 
     if options.proof and dump.format == "plain" and dump.pg_dump_version is not None:
-        state.reading = proof.tally.PlainReader(state.readable, _left_out(leave))
+        state.reading = proof.tally.PlainReader(state.readable, leave.leaves_out)
         state.stack.callback(state.reading.stop)
     loaded = load.load(state.into_info, state.server, dump, state.readable, loader,
                        jobs=state.jobs, leave=leave, work=state.work, progress=state.progress,
@@ -169,16 +169,6 @@ def _load(state: Run) -> Outcome:
                        tuple(errors))
     return Outcome(Status.PASSED, f"loaded {what}" + (
         f", {state.jobs} jobs" if dump.parallel and state.jobs > 1 else "") + left_out)
-
-
-def _left_out(leave: load.Leave) -> proof.tally.Skip:
-    """The entries a load leaves out on purpose, for the proof's reader: the rows of tables
-    --exclude-table-data names, and what only a superuser may create (the list given to an
-    archive's pg_restore has neither; a plain script has both)."""
-    def skip(kind: str, schema: str, name: str) -> bool:
-        return (kind == "TABLE DATA" and load.excluded(leave.exclude_data, schema, name)) or \
-            any(entry.covers(kind, schema, name) for entry in leave.superuser_only)
-    return skip
 
 
 def _proof(state: Run) -> Outcome:

@@ -15,6 +15,7 @@ from ..db import Connection
 from ..errors import BadInput, DamagedDump
 from ..pipeline import Outcome, Status
 from . import archive, load, sources
+from .preflight import read_needs
 
 
 def prove(conn: Connection, against: Path | str, *, jobs: int = 1,
@@ -35,9 +36,6 @@ def prove(conn: Connection, against: Path | str, *, jobs: int = 1,
         raise BadInput("--hashes compares contents with a live source (--against "
                        "postgresql://…); against a dump the rows are counted.")
 
-    def skip(kind: str, schema: str, name: str) -> bool:
-        return kind == "TABLE DATA" and load.excluded(exclude_table_data, schema, name)
-
     with workdir.made("work", work_dir) as work:
         local, named = sources.local(against, work, live=False, jobs=jobs, pg_bin=pg_bin)
         archive.wrapper_of(local)  # missing, empty, not a dump: bad input, exit 2
@@ -49,6 +47,7 @@ def prove(conn: Connection, against: Path | str, *, jobs: int = 1,
                 if dump.format == "plain" and dump.pg_dump_version is None:
                     raise BadInput(f"{named} is an SQL script not written by pg_dump: it names "
                                    "no entries to prove the database against.")
+                skip = _left_out(conn, dump, readable, exclude_table_data)
                 tally = proof.tally.plain(readable, skip) if dump.format == "plain" else \
                     proof.tally.archive(dump.reader, readable, skip=skip)
         except DamagedDump as damaged:
@@ -57,3 +56,15 @@ def prove(conn: Connection, against: Path | str, *, jobs: int = 1,
                                  f"the dump {named}")
     return proof.against_dump(conn, tally, jobs=jobs, connect=connect,
                               what=f"the dump {named}")
+
+
+def _left_out(conn: Connection, dump: archive.Dump, readable: Path,
+              exclude_table_data: Sequence[str]) -> proof.tally.Skip:
+    """What a restore by this role left out on purpose, so not expected: the rows of the
+    tables `exclude_table_data` names, and, for a role that is not superuser (a managed
+    server's), what only a superuser may create (as restore's preflight finds it)."""
+    has = db.server_has(conn)
+    special = () if has.superuser else \
+        read_needs(dump, readable, dump.reader)[0].superuser_only(has.untrusted_languages)
+    return load.Leave(superuser_only=special,
+                      exclude_data=tuple(exclude_table_data)).leaves_out

@@ -82,6 +82,13 @@ class Leave:
     subscribe_after: bool = False  # --with-subscriptions
     exclude_data: tuple[str, ...] = ()  # --exclude-table-data patterns
 
+    def leaves_out(self, kind: str, schema: str, name: str) -> bool:
+        """Whether the load leaves out the entry so headed (what the proof does not expect):
+        the rows of the tables --exclude-table-data names, and what only a superuser may
+        create when the role is not one."""
+        return (kind == "TABLE DATA" and excluded(self.exclude_data, schema, name)) or \
+            any(entry.covers(kind, schema, name) for entry in self.superuser_only)
+
 
 def excluded(patterns: Sequence[str], schema: str, table: str) -> bool:
     """Whether --exclude-table-data `patterns` leave out this table's rows: a pattern with a

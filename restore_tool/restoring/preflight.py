@@ -17,6 +17,7 @@ from ..errors import BadInput
 from ..pgtools import Tool
 from ..pipeline import Outcome, Status
 from . import archive, leftovers, load, needs, sources
+from .archive import Dump
 from .script import pieces
 from .state import Run, maintenance
 
@@ -103,19 +104,23 @@ def preflight(state: Run) -> Outcome:
 
 
 def _read_needs(state: Run, loader: Tool) -> None:
-    """The dump's database properties (archives) and what it needs of the server, from its
-    schema script: the archive's, written by pg_restore, or the plain script itself."""
     assert state.dump is not None and state.readable is not None
-    if state.dump.format == "plain":
-        with state.readable.open("rb") as handle:
-            state.needs = needs.read(pieces(handle))
-        return
-    output = pgtools.run(pgtools.pg_restore_database_cmd(loader, state.readable))
+    state.needs, properties = read_needs(state.dump, state.readable, loader)
+    if properties is not None:
+        state.properties = properties.without_tablespace() if state.options.no_tablespaces \
+            else properties
+
+
+def read_needs(dump: Dump, readable: Path, loader: Tool
+               ) -> tuple[needs.Needs, load.DatabaseProperties | None]:
+    """What the dump needs of the server, and (archives) the database's properties, from its
+    schema script: the archive's, written by pg_restore, or the plain script itself."""
+    if dump.format == "plain":
+        with readable.open("rb") as handle:
+            return needs.read(pieces(handle)), None
+    output = pgtools.run(pgtools.pg_restore_database_cmd(loader, readable))
     schema = output.encode().splitlines(keepends=True)
-    state.properties = load.database_properties(schema)
-    if state.options.no_tablespaces:
-        state.properties = state.properties.without_tablespace()
-    state.needs = needs.read(pieces(schema))
+    return needs.read(pieces(schema)), load.database_properties(schema)
 
 
 def _create_roles(state: Run, has: db.ServerHas) -> list[str]:

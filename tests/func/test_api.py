@@ -48,6 +48,12 @@ def test_the_api_takes_a_url_and_returns_the_report(new_database: NewDatabases) 
     assert [step.name for step in report.steps][:2] == ["preflight", "load"]
     assert row_counts(target)["user"] == 16
     assert verify(target).ok and fix_sequences(target, dry_run=True).ok
+    proved = verify(target, against=SAMPLE, smoke_test=False)
+    assert proved.ok and proved.steps[0].name == "proof"
+    execute(target, "DELETE FROM audit_log WHERE audit_id = 1")
+    lost = verify(target, against=SAMPLE, smoke_test=False)
+    assert lost.exit_code == 1 and "audit_log: 60 rows in the dump, 59 in the database" in \
+        lost.steps[0].summary
     assert restore_tool.__version__.startswith("0.")
 
 

@@ -412,6 +412,14 @@ def test_a_managed_server_role_leaves_superuser_only_entries_out_and_names_them(
                             "proname = 'rt_abs') + (SELECT count(*) FROM pg_ts_parser WHERE "
                             "prsname LIKE 'rt_%') + (SELECT count(*) FROM pg_language WHERE "
                             "lanname = 'rt_lang')") == 0
+    # the proof, by this role, expects none of them; a superuser's expects them all
+    as_role = commands.verify(settings(password_url(main_server, role, password, target),
+                                       tmp_path), against=dump, smoke_test=False)
+    assert as_role.exit_code == 0, report.render(as_role)
+    as_superuser = commands.verify(settings(restored, tmp_path), against=dump,
+                                   smoke_test=False)
+    assert as_superuser.exit_code == 1
+    assert "event trigger rt_log_ddl missing" in _step(as_superuser, "proof").summary
 
 
 def test_scratch_creates_the_roles_the_dump_needs_and_keeps_owners_and_grants(
