@@ -176,10 +176,36 @@ def plain(path: Path, skip: Skip | None = None) -> Tally:
         return scan(iter(lambda: handle.read(CHUNK), b""), skip)
 
 
-class ArchiveReader:
+class _Background:
+    """A tally made in a thread of its own, started at once; `result()` waits for it."""
+
+    def __init__(self, work: Callable[[], Tally]) -> None:
+        self.tally: Tally | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(work,), daemon=True)
+        self.thread.start()
+
+    def _run(self, work: Callable[[], Tally]) -> None:
+        try:
+            self.tally = work()
+        except BaseException as error:  # handed to result()
+            self.error = error
+
+    def result(self) -> Tally:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        assert self.tally is not None
+        return self.tally
+
+    def stop(self) -> None:
+        self.thread.join(timeout=10)
+
+
+class ArchiveReader(_Background):
     """`pg_restore -f -` of an archive (only the entries of `use_list` when given), its
-    script tallied as it streams; started at once, `result()` waits for it. `stop()` ends
-    it early (the run failed or was interrupted)."""
+    script tallied as it streams. `stop()` ends it early (the run failed or was
+    interrupted)."""
 
     def __init__(self, tool: Tool, archive: Path, use_list: Path | None = None,
                  skip: Skip | None = None) -> None:
@@ -191,19 +217,16 @@ class ArchiveReader:
         except OSError as error:
             raise MissingBinary(f"{argv[0]} could not be run: {error.strerror}.") from None
         self.stderr: list[bytes] = []
-        self.tally: Tally | None = None
-        self.error: BaseException | None = None
         drain = threading.Thread(target=self._drain, daemon=True)
         drain.start()
-        self.thread = threading.Thread(target=self._read, args=(skip, drain), daemon=True)
-        self.thread.start()
+        super().__init__(lambda: self._read(skip, drain))
 
     def _drain(self) -> None:
         assert self.process.stderr is not None
         with self.process.stderr as stderr:
             self.stderr.extend(stderr.read().splitlines()[-pgtools.STDERR_LINES:])
 
-    def _read(self, skip: Skip | None, drain: threading.Thread) -> None:
+    def _read(self, skip: Skip | None, drain: threading.Thread) -> Tally:
         assert self.process.stdout is not None
         stdout = self.process.stdout
 
@@ -215,50 +238,21 @@ class ArchiveReader:
             lines = [line.decode(errors="replace") for line in self.stderr]
             errors = [line for line in lines if line.startswith("pg_restore: error:")]
             return (errors or lines or [f"pg_restore exited with code {code}"])[-1]
-        try:
-            with stdout:
-                self.tally = scan(iter(lambda: stdout.read(CHUNK), b""), skip, failure)
-        except BaseException as error:  # handed to result()
-            self.error = error
-
-    def result(self) -> Tally:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        assert self.tally is not None
-        return self.tally
+        with stdout:
+            return scan(iter(lambda: stdout.read(CHUNK), b""), skip, failure)
 
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
-        self.thread.join(timeout=10)
+        super().stop()
         self.process.wait()
 
 
-class PlainReader:
+class PlainReader(_Background):
     """`plain` of a script in a thread of its own, as ArchiveReader runs pg_restore."""
 
     def __init__(self, path: Path, skip: Skip | None = None) -> None:
-        self.tally: Tally | None = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._read, args=(path, skip), daemon=True)
-        self.thread.start()
-
-    def _read(self, path: Path, skip: Skip | None) -> None:
-        try:
-            self.tally = plain(path, skip)
-        except BaseException as error:  # handed to result()
-            self.error = error
-
-    def result(self) -> Tally:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        assert self.tally is not None
-        return self.tally
-
-    def stop(self) -> None:
-        self.thread.join(timeout=10)
+        super().__init__(lambda: plain(path, skip))
 
 
 Reader = ArchiveReader | PlainReader
