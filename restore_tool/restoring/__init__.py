@@ -40,13 +40,13 @@ from .state import Run, maintenance
 def inspect(path: Path | str, pg_bin: Sequence[Path] = (), work_dir: Path | None = None
             ) -> Dump:
     """What a dump is and holds, and which client tool reads it."""
-    with _work(work_dir) as work:
+    with work_directory(work_dir) as work:
         local, _ = sources.local(path, work, live=False)
         with archive.opened(local, work, pg_bin) as (dump, _):
             return dump
 
 
-def _work(within: Path | None) -> AbstractContextManager[Path]:
+def work_directory(within: Path | None) -> AbstractContextManager[Path]:
     """The run's work directory, in `within` (--work-dir) or the system temp directory."""
     if within is not None and not (within.is_dir() and os.access(within, os.W_OK | os.X_OK)):
         raise BadInput(f"--work-dir {within} is not a directory this user can write in.")
@@ -61,7 +61,7 @@ def run(settings: Settings, path: Path | str, options: Options = Options(), *,
     target's lock throughout; on Ctrl-C or SIGTERM (raised as KeyboardInterrupt) drops what
     this run created and raises Interrupted saying so. Policy (protected targets, which
     options go together) is `commands.restore`'s."""
-    with _work(options.work_dir) as work, ExitStack() as stack:
+    with work_directory(options.work_dir) as work, ExitStack() as stack:
         state = Run(settings, path, options, smoke_plan, progress, work, stack)
         state.facts_given = list(facts)
         state.info = db.target_info(settings)

@@ -8,13 +8,13 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from pathlib import Path
 
-from .. import db, proof, workdir
+from .. import db, proof
 from ..config import checked_url
 from ..conninfo import mask
 from ..db import Connection
 from ..errors import BadInput, DamagedDump
 from ..pipeline import Outcome, Status
-from . import archive, load, sources
+from . import archive, load, sources, work_directory
 from .preflight import read_needs
 
 
@@ -36,7 +36,7 @@ def prove(conn: Connection, against: Path | str, *, jobs: int = 1,
         raise BadInput("--hashes compares contents with a live source (--against "
                        "postgresql://…); against a dump the rows are counted.")
 
-    with workdir.made("work", work_dir) as work:
+    with work_directory(work_dir) as work:
         local, named = sources.local(against, work, live=False, jobs=jobs, pg_bin=pg_bin)
         archive.wrapper_of(local)  # missing, empty, not a dump: bad input, exit 2
         if not archive.is_dump(local):

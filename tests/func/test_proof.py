@@ -193,6 +193,8 @@ def test_what_cannot_be_proved_is_bad_input_exit_2(restored: str, dumps: dict[st
                                                           "live source"),
         (["--against", str(Path(__file__).parents[2] / "backups" / "battery-hub.sql")],
          "not written by pg_dump"),
+        (["--against", str(dumps["custom"]), "--work-dir", str(tmp_path / "nowhere")],
+         "is not a directory this user can write in"),
     ]
     for args, needle in cases:
         code, out, err = invoke("verify", "--database-url", restored, "--no-smoke", *args)
