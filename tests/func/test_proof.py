@@ -419,3 +419,15 @@ def test_the_pagila_schema_with_rows_proves_clean_in_every_format(
     assert differences(report) == [
         "materialized view rental_by_category is not populated",
         "city: 2 rows in the dump, 1 in the database"]
+
+
+def test_a_hand_written_sql_file_restores_with_the_proof_skipped_saying_why(
+        new_database: NewDatabases) -> None:
+    target = new_database("rt_proof_hand", create=False)
+    code, out, err = invoke("restore", str(Path(__file__).parents[2] / "backups" /
+                                           "battery-hub.sql"), "--database-url", target, "--json")
+    assert code == 0, out + err
+    step = proof_step(json.loads(out))
+    assert step["status"] == "skipped"
+    assert step["summary"] == ("the SQL script was not written by pg_dump: it names no entries "
+                               "to prove the database against")
