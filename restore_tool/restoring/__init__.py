@@ -119,6 +119,7 @@ def run_scratch(path: Path | str, options: Options = Options(), *,
 def _load(state: Run) -> Outcome:
     assert state.dump is not None and state.readable is not None
     dump, options, loader = state.dump, state.options, state.tools["loader"]
+    readable = state.readable
     started, token = datetime.now(), swap.token(state.target)
     if options.replace and state.target_existed:
         state.into = swap.stamped(state.target, "restoring", started, token)
@@ -137,12 +138,11 @@ def _load(state: Run) -> Outcome:
 
     def read_alongside(use_list: Path | None) -> None:
         """The proof's pass over the archive (the entries the load restores), as it loads."""
-        state.reading = proof.tally.ArchiveReader(loader, state.readable or state.path,
-                                                  use_list, leave.leaves_out)
+        state.reading = proof.tally.ArchiveReader(loader, readable, use_list, leave.leaves_out)
         state.stack.callback(state.reading.stop)
 
     if options.proof and dump.format == "plain" and dump.pg_dump_version is not None:
-        state.reading = proof.tally.PlainReader(state.readable, leave.leaves_out)
+        state.reading = proof.tally.PlainReader(readable, leave.leaves_out)
         state.stack.callback(state.reading.stop)
     loaded = load.load(state.into_info, state.server, dump, state.readable, loader,
                        jobs=state.jobs, leave=leave, work=state.work, progress=state.progress,
