@@ -185,8 +185,10 @@ def test_a_directory_dump_with_a_data_file_cut_short_fails_naming_its_table(
 
 def test_what_cannot_be_proved_is_bad_input_exit_2(restored: str, dumps: dict[str, Path],
                                                    tmp_path: Path) -> None:
+    (tmp_path / "noise.bin").write_bytes(b"\x00\x01 not a dump at all")
     cases = [
         (["--against", str(tmp_path / "missing.dump")], "does not exist"),
+        (["--against", str(tmp_path / "noise.bin")], "is not a PostgreSQL dump"),
         (["--hashes"], "--hashes only makes sense with --against"),
         (["--exclude-table-data", "guest"], "only makes sense with --against"),
         (["--against", str(dumps["custom"]), "--hashes"], "--hashes compares contents with a "
