@@ -145,7 +145,7 @@ def _entries(expected: Sequence[tuple[str, DumpEntry]],
               brief=f"{len(expected)} objects present"),
         _check("indexes valid", invalid, f"{counted['INDEX']} valid"),
         _check("constraints validated", unvalidated,
-               f"{counted['CONSTRAINT'] + counted['FK CONSTRAINT']} as validated as in the dump"),
+               f"{counted['CONSTRAINT'] + counted['FK CONSTRAINT']} as validated as in {what}"),
         _check("materialized views populated", unpopulated,
                f"{counted['MATERIALIZED VIEW DATA']} populated"),
     ]
