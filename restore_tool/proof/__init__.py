@@ -218,7 +218,8 @@ def _rows(conn: Connection, expected: Mapping[Table, int | None], jobs: int,
     how = f", {by_counters} by the server's row counters" if by_counters else ""
     return _check("rows", differences, f"{len(known)} tables hold the {total:,} rows expected"
                   f" ({len(to_count)} counted{how})", warnings,
-                  brief=f"{total:,} rows in {len(known)} tables")
+                  brief=f"{_rows_text(total)} in {len(known)} table"
+                  f"{'' if len(known) == 1 else 's'}")
 
 
 def _rows_text(count: int) -> str:

@@ -158,10 +158,6 @@ def _load(state: Run) -> Outcome:
                        tuple(errors))
     if options.with_subscriptions and state.needs.subscriptions:
         left_out += "; " + _subscribe(state)
-    unpopulated = _unpopulated_matviews(state)
-    if unpopulated:
-        return Outcome(Status.FAILED, f"loaded {what}, but the dump populated materialized "
-                       f"view(s) that are not: {', '.join(unpopulated)}", tuple(errors))
     if errors:
         return Outcome(Status.WARNING, f"loaded {what}{left_out}; {len(errors)} tolerated "
                        f"error(s): {loader.name} {loader.version_text} sends settings "
@@ -218,20 +214,6 @@ def _create(conn: db.Connection, state: Run, started: datetime) -> None:
                            "it with the server's default encoding and locale instead.") from None
         state.created_oid = db.database_oid(conn, state.into)
         leftovers.set_mark(conn, state.into, state.target, started)
-
-
-def _unpopulated_matviews(state: Run) -> list[str]:
-    """The materialized views whose data the archive holds that are not populated."""
-    assert state.dump is not None
-    wanted = [e.rest.rsplit(" ", 1)[0] for e in state.dump.entries
-              if e.kind == "MATERIALIZED VIEW DATA"]
-    if not wanted:
-        return []
-    with closing(db.connect(state.into_info)) as conn:
-        rows = conn.execute("SELECT schemaname || ' ' || matviewname FROM pg_matviews "
-                            "WHERE NOT ispopulated AND schemaname || ' ' || matviewname "
-                            "= ANY(%s) ORDER BY 1", (wanted,)).fetchall()
-    return [row[0].replace(" ", ".", 1) for row in rows]
 
 
 def _database_settings(state: Run) -> Outcome:
@@ -398,9 +380,9 @@ def _next_steps(failed: StepName, left: str | None) -> tuple[str, ...]:
 _HINTS = {
     StepName.PREFLIGHT: "Fix what preflight names, then run the same command again.",
     StepName.LOAD: "Read the errors above (TOC entry and message).",
-    StepName.PROOF: "The database did not hold all the dump does (the differences above): a "
-                    "damaged dump needs a new copy; rows lost in the load, a run with nothing "
-                    "else writing to the server. --no-proof skips the proof (not advised).",
+    StepName.PROOF: "The database did not hold all the dump does (the differences above). A "
+                    "damaged dump needs a whole new copy; for anything else, restore again "
+                    "while nothing else connects to the database being restored.",
     StepName.POST_RESTORE: "Fix the migration or SQL hook, then run the restore again.",
     StepName.REPAIR_SEQUENCES: "Run `restore-tool fix-sequences --dry-run` on a copy to see why.",
     StepName.ANALYZE: "Read vacuumdb's message above, or run with --no-analyze.",

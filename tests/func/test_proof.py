@@ -8,7 +8,10 @@ a live source, and `--hashes` sees changed values, on servers of different versi
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -433,3 +436,16 @@ def test_a_hand_written_sql_file_restores_with_the_proof_skipped_saying_why(
     assert step["status"] == "skipped"
     assert step["summary"] == ("the SQL script was not written by pg_dump: it names no entries "
                                "to prove the database against")
+
+
+def test_verify_against_reads_a_dump_piped_in_as_restore_does(
+        restored: str, dumps: dict[str, Path]) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PG", "POSTGRES_")) and k != "DATABASE_URL"}
+    with dumps["custom"].open("rb") as piped:
+        done = subprocess.run([sys.executable, "-m", "restore_tool", "verify", "--against", "-",
+                               "--no-smoke", "--json", "--database-url", restored],
+                              stdin=piped, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = str(proof_step(json.loads(done.stdout))["summary"])
+    assert "matches the dump standard input (spooled:" in summary, summary

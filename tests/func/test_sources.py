@@ -282,7 +282,8 @@ def test_a_live_database_is_dumped_and_restored_with_its_password_masked(
 
 def test_a_live_source_is_only_read_a_hot_standby_serves(
         main_server: Server, new_database: NewDatabases, tmp_path: Path) -> None:
-    """A hot standby refuses every write: a dump taken from one took none."""
+    """A hot standby refuses every write: a dump taken from one took none, and neither did
+    the proof against it (`verify --against` the standby, --hashes)."""
     with standby(tmp_path) as (primary, replica):
         execute(primary.conninfo, "CREATE DATABASE shop")
         execute(primary.database("shop"), "CREATE TABLE t (id int); "
@@ -294,6 +295,14 @@ def test_a_live_source_is_only_read_a_hot_standby_serves(
         _facts(_restore(url(replica.database("shop"), keep_password=True), "--database-url",
                         target, "--jobs", "2"))
         assert row_counts(target) == {"t": 50}
+        env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+        done = subprocess.run([sys.executable, "-m", "restore_tool", "verify", "--against",
+                               url(replica.database("shop"), keep_password=True), "--hashes",
+                               "--no-smoke", "--json", "--database-url", target],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        proof = json.loads(done.stdout)["steps"][0]
+        assert proof["name"] == "proof" and "50 rows in 1 table" in proof["summary"]
 
 
 class _Dumps(http.server.SimpleHTTPRequestHandler):
