@@ -162,15 +162,14 @@ def main() -> int:
 
 def floor(url: str, tables: int, jobs: int) -> tuple[float, float, float]:
     """What any run of the tool must spend here, with nothing else done: starting Python with
-    the libraries the CLI cannot do without (psycopg; typer, which imports pydantic to coerce
-    options), the discovery query, and a bare MAX over every table, spread over `jobs`
-    backends as the tool spreads it (the sequence reads, setval calls, planning and report
-    come on top). Each the best of 3, in seconds."""
+    the libraries the CLI cannot do without (psycopg, typer), the discovery query, and a bare
+    MAX over every table, spread over `jobs` backends as the tool spreads it (the sequence
+    reads, setval calls, planning and report come on top). Each the best of 3, in seconds."""
     from concurrent.futures import ThreadPoolExecutor
 
     from restore_tool.sequences import discover
 
-    start = min(timed([sys.executable, "-c", "import psycopg, typer, pydantic"])
+    start = min(timed([sys.executable, "-c", "import psycopg, typer"])
                 for _ in range(3))
     found = []
     for _ in range(3):

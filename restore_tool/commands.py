@@ -10,12 +10,13 @@ from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from . import db, embedded, pgtools, restoring, sequences, smoke, workdir
+from . import db, embedded, sequences, workdir
 from .config import EMBEDDED_DATABASE, NO_TARGET, Settings
 from .conninfo import child_env, dbname, maintenance, mask, password_of, url
 from .db import Connection
@@ -23,14 +24,26 @@ from .errors import BadInput, ConfigError, NoTarget
 from .pipeline import Outcome, Progress, Report, Status, Step, StepName, Watcher, run_steps
 from .project import Project, protected_by
 from .project import load as load_project
-from .restoring import leftovers, swap
-from .restoring.against import prove
-from .restoring.archive import Dump
+
+# The restore pipeline, the smoke test and the client tools are imported by the commands that
+# use them: `fix-sequences` and `verify`, run at every deploy, start without them.
+if TYPE_CHECKING:
+    from . import smoke
+    from .restoring import Options
+    from .restoring.archive import Dump
 
 __all__ = ["Dump", "Options", "Project", "Report", "cleanup", "fix_sequences", "inspect",
            "psql", "restore", "restore_scratch", "rollback", "target_url", "verify"]
 
-Options = restoring.Options
+
+def __getattr__(name: str) -> Any:
+    if name == "Options":
+        from .restoring import Options
+        return Options
+    if name == "Dump":
+        from .restoring.archive import Dump
+        return Dump
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def fix_sequences(
@@ -103,12 +116,16 @@ def verify(
         return sequences.check_outcome(planned, near_limit)
 
     def smoke_step(target: _Target) -> Outcome:
+        from . import smoke
+
         if plan is None:
             return Outcome(Status.SKIPPED, "--no-smoke")
         return smoke.step(target.conn, target.connect, replace(plan, spare=tuple(spare)),
                           target.jobs(jobs))
 
     def proof_step(target: _Target) -> Outcome:
+        from .restoring.against import prove
+
         assert against is not None
         return prove(target.conn, against, jobs=target.jobs(jobs), connect=target.connect,
                      hashes=hashes, exclude_table_data=exclude_table_data, pg_bin=pg_bin,
@@ -135,7 +152,9 @@ def restore(
 ) -> Report:
     """Restore `dump` into the target: load, hooks, repair sequences, analyze, smoke test,
     verify, and with `options.replace` the swap. `restore-tool restore DUMP`."""
-    options = options or Options()
+    from . import restoring
+
+    options = options or restoring.Options()
     _check_options(options)
     found = _project(project)
     check_protected(settings, found, confirm)
@@ -159,7 +178,9 @@ def restore_scratch(
     afterwards: is this backup restorable? The roles the dump needs are created there
     (NOLOGIN), so owners and grants restore as they are. `given_target` names a target
     option the caller was given (`--database-url`), which a scratch restore refuses."""
-    options = options or Options()
+    from . import restoring
+
+    options = options or restoring.Options()
     if given_target is not None or options.replace:
         raise ConfigError("--scratch restores into a temporary server of its own: it takes "
                           f"no target and no --replace (got {given_target or '--replace'}).")
@@ -172,6 +193,8 @@ def restore_scratch(
 
 def inspect(dump: Path | str, pg_bin: Sequence[Path] = (), work_dir: Path | None = None) -> Dump:
     """What a dump is and holds, and which client tool here reads it."""
+    from . import restoring
+
     return restoring.inspect(dump, pg_bin, work_dir)
 
 
@@ -183,6 +206,8 @@ def cleanup(settings: Settings, *, dry_run: bool = False, keep: int | None = Non
     databases they marked as theirs), and the target's old copies beyond the newest `keep`
     or older than `older_than` days; the directories dead runs left on this machine (a
     --scratch server in one is stopped first). One line per database or directory."""
+    from .restoring import leftovers
+
     if not dry_run and (keep is not None or older_than is not None):
         check_protected(settings, _project(project), confirm)
     info = db.target_info(settings)
@@ -202,6 +227,8 @@ def rollback(settings: Settings, *, lock_wait: float = 30.0, confirm: str | None
     as the target, in one transaction as the restore's swap (sessions on the target ended),
     and keep the database it replaces as the newest old copy (so a second rollback undoes
     the first). Refused, changing nothing, when there is no old copy."""
+    from .restoring import leftovers, swap
+
     check_protected(settings, _project(project), confirm)
     info = db.target_info(settings)
     target = dbname(info)
@@ -245,6 +272,8 @@ def target_url(settings: Settings, *, show_password: bool = False) -> str:
 
 def psql(settings: Settings, args: Sequence[str] = ()) -> None:
     """Interactive psql on the target, handed the terminal; the password in its environment."""
+    from . import pgtools
+
     info, env = child_env(db.target_info(settings))
     pgtools.run(pgtools.psql_cmd(pgtools.find("psql"), info, args), env, foreground=True)
 
@@ -284,6 +313,8 @@ def check_protected(settings: Settings | Connection, found: Project, confirm: st
 
 def smoke_plan(found: Project, enabled: bool, automatic: bool) -> smoke.Plan | None:
     """The smoke plan from restore-tool.toml and the flags; None: no smoke test."""
+    from . import smoke
+
     if not enabled:
         return None
     return smoke.Plan(rows=found.smoke_rows, automatic=found.automatic_smoke and automatic,

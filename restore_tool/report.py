@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from .pipeline import Report, Status, StepName, StepResult
-from .proof import Check
-from .restoring.archive import Dump
-from .restoring.hooks import HookOutput
-from .restoring.load import LoadError
 from .sequences import count
 from .sequences.plan import Action, SequenceFix
-from .smoke import SmokeResult, Verdict
+
+if TYPE_CHECKING:  # the bodies of steps that fix-sequences and verify do not run import theirs
+    from .restoring.archive import Dump
 
 ICONS = {Status.PASSED: "✅", Status.FAILED: "❌", Status.WARNING: "⚠️ ", Status.SKIPPED: "⏭️ "}
 
@@ -214,12 +213,16 @@ def check_line(fix: SequenceFix) -> str | None:
 
 
 def _load_body(step: StepResult) -> list[str]:
+    from .restoring.load import LoadError
+
     errors = [d for d in step.details if isinstance(d, LoadError)]
     return [f"{'⚠️ ' if error.tolerated else '❌'} {error}" for error in errors]
 
 
 def _smoke_body(step: StepResult) -> list[str]:
     """Failed and skipped inserts by name, passed ones counted (JSON lists every table)."""
+    from .smoke import SmokeResult, Verdict
+
     results = [d for d in step.details if isinstance(d, SmokeResult)]
     lines = ["🧪 Smoke test: one insert per table, each rolled back...", ""]
     for result in results:
@@ -237,6 +240,8 @@ def _smoke_body(step: StepResult) -> list[str]:
 
 def _hook_body(step: StepResult) -> list[str]:
     """The end of the --migrate command's output (alembic says FAILED: … on stdout)."""
+    from .restoring.hooks import HookOutput
+
     lines = []
     for ran in (d for d in step.details if isinstance(d, HookOutput)):
         lines.append(f"🪝 {ran.command!r} exited with code {ran.exit_code}"
@@ -247,6 +252,8 @@ def _hook_body(step: StepResult) -> list[str]:
 
 def _proof_body(step: StepResult) -> list[str]:
     """Each check of the proof, and every difference it found."""
+    from .proof import Check
+
     lines = []
     for check in (d for d in step.details if isinstance(d, Check)):
         lines.append(f"{ICONS[check.status].rstrip()} {check.name}: {check.summary}")

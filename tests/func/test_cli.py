@@ -226,6 +226,37 @@ def test_version_help_and_a_bare_command_exit_0() -> None:
     assert "--post-sql FILE " in invoke("restore", "-h")[1]
 
 
+# What the deploy-time commands must start without: the restore pipeline, the proof, the
+# client tools (and sh), the smoke test where it does not run, and pydantic (typer >= 0.29).
+_NOT_AT_DEPLOY = ("restore_tool.restoring", "restore_tool.proof", "restore_tool.pgtools", "sh",
+                  "pydantic")
+
+
+@pytest.mark.parametrize(("command", "unused"), [
+    ("fix-sequences", (*_NOT_AT_DEPLOY, "restore_tool.smoke")),
+    ("verify", _NOT_AT_DEPLOY),
+])
+def test_deploy_commands_import_only_what_they_use(lagging_db: str, command: str,
+                                                   unused: tuple[str, ...]) -> None:
+    """The CLI starts fast: `fix-sequences` and `verify`, run at every deploy, import neither
+    the restore pipeline nor the proof nor the client tools (each run, in a fresh Python)."""
+    probe = ("import atexit, json, sys\n"
+             "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), file=sys.stderr))\n"
+             "from restore_tool.cli import main\n"
+             "sys.argv = ['restore-tool', *sys.argv[1:]]\n"
+             "main()\n")
+    ran = subprocess.run([sys.executable, "-c", probe, command, "--json", "--database-url",
+                          lagging_db], capture_output=True, text=True, cwd=ROOT,
+                         env={k: v for k, v in os.environ.items() if k not in CLEAN_ENV})
+    assert ran.returncode in (0, 1), ran.stderr
+    assert json.loads(ran.stdout)["command"] == command
+    loaded = json.loads(ran.stderr.strip().splitlines()[-1])
+    assert "psycopg" in loaded and "restore_tool.sequences" in loaded  # the probe saw the run
+    imported = [name for name in loaded
+                if any(name == u or name.startswith(u + ".") for u in unused)]
+    assert imported == [], imported
+
+
 def test_json_prints_a_report_on_every_exit_code(lagging_db: str) -> None:
     """Exit 1 (a check failed), 2 (bad usage, bad input), 3 (no connection): stdout is one
     JSON report in the same envelope each time."""
