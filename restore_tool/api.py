@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from . import commands, config, sequences
 from .pipeline import Report
 from .project import Project
-from .restoring.archive import Dump
+
+if TYPE_CHECKING:  # `from restore_tool import fix_sequences` leaves the restore pipeline out
+    from .restoring.archive import Dump
 
 Target = str | psycopg.Connection[Any] | None
 

@@ -25,8 +25,9 @@ from .pipeline import Outcome, Progress, Report, Status, Step, StepName, Watcher
 from .project import Project, protected_by
 from .project import load as load_project
 
-# The restore pipeline, the smoke test and the client tools are imported by the commands that
-# use them: `fix-sequences` and `verify`, run at every deploy, start without them.
+# The restore pipeline, the proof, the smoke test and the client tools are imported by the
+# commands that use them: `fix-sequences` starts without any of them, `verify` (run at every
+# deploy) with the smoke test alone.
 if TYPE_CHECKING:
     from . import smoke
     from .restoring import Options
