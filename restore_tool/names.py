@@ -21,7 +21,9 @@ def quoted(name: str) -> str:
 _DIGITS = re.compile(r"(\d+)")
 
 
-def natural_key(*parts: str) -> tuple[tuple[tuple[int, int | str], ...], ...]:
-    """Sort key for names as people count: small_2 before small_10 before small_100."""
-    return tuple(tuple((1, int(piece)) if piece.isdigit() else (0, piece)
-                       for piece in _DIGITS.split(part) if piece) for part in parts)
+def natural_key(name: str) -> tuple[str | int, ...]:
+    """Sort key for names as people count: small_2 before small_10 before small_100. Text
+    and numbers alternate in it, text first, so two keys compare piece by piece."""
+    pieces: list[str | int] = _DIGITS.split(name)
+    pieces[1::2] = [int(piece) for piece in pieces[1::2]]
+    return tuple(pieces)

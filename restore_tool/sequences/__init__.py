@@ -38,6 +38,7 @@ from .sql import (
     APPLY,
     BATCH_LOCKS,
     DISCOVER,
+    FAST_PATH_LOCKS,
     MEASURE,
     MEASURE_EDGE,
     PREPARE_DISCOVERY,
@@ -160,14 +161,15 @@ class Measurement:
 
 
 def measure(conn: Connection, seqs: Sequence[SequenceInfo], budget: int) -> Measurement:
-    """Each sequence's state and the MAX (MIN when descending) over every column it feeds."""
+    """Each sequence's state and the MAX (MIN when descending) over every column it feeds,
+    committing within `budget` locks, and within the fast-path slots."""
     if not seqs:
         return Measurement({}, {})
     result = _run_block(conn, MEASURE, [
         {"oid": seq.oid, "schema": seq.schema, "name": seq.name,
          "descending": seq.descending, "commit": commit,
          "columns": [[column.schema, column.table, column.name] for column in seq.columns]}
-        for seq, commit in _with_commits(seqs, budget)
+        for seq, commit in _with_commits(seqs, min(budget, FAST_PATH_LOCKS))
     ])
     oids, last_values, called, edges = result
     states = {
@@ -297,8 +299,8 @@ def _spread(
     with its share of the lock budget; the result in natural order of the first column each
     feeds (small_2 before small_10)."""
     seqs, capacity = discover(conn, schemas)
-    seqs.sort(key=lambda seq: natural_key(*(seq.columns[0].label, seq.schema, seq.name)
-                                          if seq.columns else (seq.schema, seq.name)))
+    seqs.sort(key=lambda seq: (natural_key(seq.columns[0].label if seq.columns else seq.name),
+                               seq.schema, seq.name))
     total = capacity if budget is None else budget
 
     def run_share(c: Connection, share: Sequence[SequenceInfo], shares: int) -> list[Planned]:

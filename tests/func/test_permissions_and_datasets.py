@@ -83,6 +83,34 @@ def test_row_level_security_would_hide_rows_so_the_sequence_is_skipped(
     assert nextval(db, "tenant_data_id_seq") == 1
 
 
+def test_an_owner_gets_no_privilege_it_revoked_from_itself_nor_rows_forced_security_hides(
+        db: str, limited_role: str) -> None:
+    # discovery takes an owner's privileges for granted only while the default ACL stands
+    execute(db, """
+        CREATE TABLE own_t (id serial PRIMARY KEY); INSERT INTO own_t VALUES (4);
+        CREATE TABLE no_update (id serial PRIMARY KEY); INSERT INTO no_update VALUES (6);
+        CREATE TABLE no_select (id serial PRIMARY KEY); INSERT INTO no_select VALUES (7);
+        CREATE TABLE forced (id serial PRIMARY KEY, tenant text);
+        INSERT INTO forced VALUES (1, 'a'), (90, 'b');
+        ALTER TABLE forced ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE forced FORCE ROW LEVEL SECURITY;
+        CREATE POLICY only_a ON forced USING (tenant = 'a');
+    """)
+    _grant(db, limited_role, """
+        ALTER TABLE own_t OWNER TO ROLE; ALTER TABLE no_update OWNER TO ROLE;
+        ALTER TABLE no_select OWNER TO ROLE; ALTER TABLE forced OWNER TO ROLE;
+        REVOKE UPDATE ON SEQUENCE no_update_id_seq FROM ROLE;
+        REVOKE SELECT ON no_select FROM ROLE;
+    """)
+    fixes = by_label(commands.fix_sequences(settings(limited_role)).steps[0].details)
+    assert fixes["own_t.id"].action is Action.FIXED
+    assert fixes["no_update.id"].reason == "no UPDATE privilege on sequence no_update_id_seq"
+    assert fixes["no_select.id"].reason == "no SELECT privilege on no_select.id"
+    assert "row-level security" in str(fixes["forced.id"].reason)
+    assert [nextval(db, f"{name}_id_seq") for name in ("own_t", "no_update", "forced")] \
+        == [5, 1, 1]
+
+
 def test_verify_is_read_only(db: str) -> None:
     execute(db, "CREATE TABLE t (id serial PRIMARY KEY); INSERT INTO t VALUES (4)")
     report = commands.verify(settings(db))
