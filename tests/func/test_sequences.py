@@ -416,6 +416,30 @@ def test_large_runs_commit_within_the_lock_budget(db: str) -> None:
     assert nextval(db, "t7_id_seq") == 1001
 
 
+def test_measuring_commits_within_the_fast_path_lock_slots(db: str) -> None:
+    """However large its budget, the measuring block commits each time it holds 16 locks
+    (5 sequences here, 3 locks each), as the server's own commit counter shows."""
+    execute(db, """
+        DO $$ BEGIN FOR i IN 1..60 LOOP
+            EXECUTE format('CREATE TABLE t%s (id serial PRIMARY KEY)', i);
+        END LOOP; END $$;
+    """)
+    with psycopg.connect(db, autocommit=True) as conn:
+        seqs, _ = sequences.discover(conn)
+        conn.execute("SET stats_fetch_consistency = none")
+
+        def commits() -> int:  # this session's counts flushed first: each statement is one
+            conn.execute("SELECT pg_stat_force_next_flush()")
+            row = conn.execute("SELECT xact_commit FROM pg_stat_database "
+                               "WHERE datname = current_database()").fetchone()
+            return int(row[0]) if row else 0
+
+        before = commits()
+        sequences.measure(conn, seqs, 300)
+        during = commits() - before - 2  # the two statements of commits() itself
+    assert during == 60 // 5 + 1  # the block's own commits, and its last transaction
+
+
 @pytest.fixture(scope="module")
 def tiny_lock_table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose shared lock table holds a few hundred locks (the default holds 6,400)."""
