@@ -170,9 +170,10 @@ class FeedRow(NamedTuple):
 BATCH_LOCKS = 300
 
 # Measuring writes nothing, so its commits cost next to nothing, and it commits far more
-# often: whenever it holds this many locks, the fast-path lock slots every backend has (16;
-# more from PostgreSQL 18). Past them each lock goes through the shared lock table, which
-# all connections contend for: at 5,000 tables on two connections, ~13% of the measuring.
+# often: before it would hold more than this many locks, the fast-path lock slots every
+# backend has (16; more from PostgreSQL 18). Past them each lock goes through the shared
+# lock table, which all connections contend for: at 5,000 tables on two connections, ~13%
+# of the measuring.
 # Repairing keeps BATCH_LOCKS: its setval calls make each commit flush the WAL.
 FAST_PATH_LOCKS = 16
 

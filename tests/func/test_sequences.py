@@ -417,8 +417,9 @@ def test_large_runs_commit_within_the_lock_budget(db: str) -> None:
 
 
 def test_measuring_commits_within_the_fast_path_lock_slots(db: str) -> None:
-    """However large its budget, the measuring block commits each time it holds 16 locks
-    (5 sequences here, 3 locks each), as the server's own commit counter shows."""
+    """However large its budget, the measuring block commits before it would hold more
+    than 16 locks (after 5 sequences here, 3 locks each), as the server's own commit counter
+    shows."""
     execute(db, """
         DO $$ BEGIN FOR i IN 1..60 LOOP
             EXECUTE format('CREATE TABLE t%s (id serial PRIMARY KEY)', i);
