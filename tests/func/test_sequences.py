@@ -225,6 +225,22 @@ def test_descending_sequence_goes_below_the_min(db: str) -> None:
     assert nextval(db, "down_seq") == -38
 
 
+def test_nulls_in_a_fed_column_are_not_its_edge(db: str) -> None:
+    # NULLs sort first in descending order: the edge is the highest value, as max() says
+    execute(db, """
+        CREATE SEQUENCE loose_seq;
+        CREATE TABLE loose (id int DEFAULT nextval('loose_seq'));
+        CREATE SEQUENCE down_seq INCREMENT -1 MINVALUE -1000 MAXVALUE -1 START -1;
+        CREATE TABLE loose_down (id int DEFAULT nextval('down_seq'));
+        CREATE INDEX ON loose (id);
+        INSERT INTO loose VALUES (NULL), (12), (NULL);
+        INSERT INTO loose_down VALUES (NULL), (-9), (NULL);
+    """)
+    fixes = repair(db)
+    assert (fixes["loose.id"].edge, fixes["loose_down.id"].edge) == (12, -9)
+    assert (nextval(db, "loose_seq"), nextval(db, "down_seq")) == (13, -10)
+
+
 def test_increment_keeps_the_sequence_on_its_grid(db: str) -> None:
     # an offset scheme: this server hands out 7, 107, 207, ...; another one 8, 108, ...
     execute(db, """
@@ -438,7 +454,9 @@ def test_measuring_commits_within_the_fast_path_lock_slots(db: str) -> None:
         before = commits()
         sequences.measure(conn, seqs, 300)
         during = commits() - before - 2  # the two statements of commits() itself
-    assert during == 60 // 5 + 1  # the block's own commits, and its last transaction
+    # the block's own commits and its last transaction; other sessions (autovacuum) can only
+    # add to the database's count
+    assert during >= 60 // 5 + 1
 
 
 @pytest.fixture(scope="module")
