@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 
 def compile_tool() -> None:
     """Byte-compile the restore_tool package, as `pip install` does: an editable install
-    under PYTHONDONTWRITEBYTECODE (set on some CI images) would otherwise compile all of it
+    under PYTHONDONTWRITEBYTECODE (set on this project's CI image) would otherwise compile all of it
     from source in every process the benchmarks time (~45 ms here)."""
     import restore_tool
 

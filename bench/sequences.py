@@ -119,6 +119,9 @@ def main() -> int:
     with embedded_server() as (admin, log):
         print(f"building {args.tables} tables ...", flush=True)
         url = build(admin, "bench_sequences", args.tables)
+        with psycopg.connect(url) as conn:
+            sizes = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database())), "
+                                 "current_setting('shared_buffers')").fetchone()
         best = {"local": race(url, args.tables, args.repeat)}
         bare = floor(url, args.tables, max(1, min(8, os.cpu_count() or 1)))
         socket_dir = conninfo_to_dict(url)["host"]
@@ -138,6 +141,8 @@ def main() -> int:
     targets = {"local": 5.0, "far": 10.0}
     ok = counts["tool"][0] == counts["tool"][1]
     print(f"tables:                  {args.tables}")
+    if sizes:
+        print(f"database:                {sizes[0]} (shared_buffers: {sizes[1]})")
     for where, (tool, base) in best.items():
         speedup = min(base) / min(tool)
         ok = ok and speedup >= targets[where]
