@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -68,10 +69,19 @@ def baseline_argv(url: str) -> list[str]:
     return [sys.executable, str(HERE / "fix_all_sequences.py"), url]
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None) -> float:
+def timed(argv: list[str], env: dict[str, str] | None = None,
+          cpu: list[float] | None = None) -> float:
+    """Wall-clock seconds of the process; with `cpu`, its CPU seconds (user + system) are
+    appended there: steadier than wall time on a busy machine, and the loop's low share
+    shows where its time goes (waiting on round trips and on a WAL flush per setval)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if cpu is not None:
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return wall
 
 
 _LOGGED = re.compile(r"LOG:  (?:statement|execute [^:]*): ")
@@ -88,6 +98,19 @@ def statements(argv: list[str], url: str, log: Path) -> int:
         handle.seek(offset)
         text = handle.read().decode(errors="replace")
     return len(_LOGGED.findall(text))
+
+
+def flushes(argv: list[str], url: str) -> int:
+    """WAL flushes (fsync calls) the server made while the process ran (pg_stat_io): every
+    commit that wrote WAL waits for one, and each setval in autocommit is such a commit."""
+    lag(url)
+    query = "SELECT sum(fsyncs) FROM pg_stat_io WHERE object = 'wal'"
+    with psycopg.connect(url, autocommit=True) as conn:
+        before = conn.execute(query).fetchone()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        after = conn.execute(query).fetchone()
+    return int(after[0]) - int(before[0]) if before and after else -1
 
 
 def lagging(url: str, tables: int) -> int:
@@ -122,13 +145,16 @@ def main() -> int:
         with psycopg.connect(url) as conn:
             sizes = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database())), "
                                  "current_setting('shared_buffers')").fetchone()
-        best = {"local": race(url, args.tables, args.repeat)}
+        cpu: dict[str, list[float]] = {}
+        best = {"local": race(url, args.tables, args.repeat, cpu)}
         bare = floor(url, args.tables, max(1, min(8, os.cpu_count() or 1)))
         socket_dir = conninfo_to_dict(url)["host"]
         with delaying_proxy(str(socket_dir), args.latency / 1000) as port:
             far = make_conninfo(url, host="127.0.0.1", port=str(port))
-            best["far"] = race(far, args.tables, 1)  # the loop alone takes a while there
+            best["far"] = race(far, args.tables, 1, {})  # the loop alone takes a while there
 
+        synced = {"tool": flushes(tool_argv(url), url),
+                  "baseline": flushes(baseline_argv(url), url)}
         small_url = build(admin, "bench_sequences_small", max(1, args.tables // 10))
         counts = {
             "tool": (statements(tool_argv(small_url), small_url, log),
@@ -155,6 +181,10 @@ def main() -> int:
               f"{', '.join(f'{t:.2f}' for t in base)})")
         print(f"  speed-up:                {speedup:.1f}x (target: at least "
               f"{targets[where]:g}x)")
+    print("client process CPU over the local socket (user + system, least of the runs):")
+    print(f"  restore-tool {min(cpu['tool']):.2f} s, loop {min(cpu['baseline']):.2f} s")
+    print(f"WAL flushes the server waited for in one run: restore-tool {synced['tool']}, "
+          f"loop {synced['baseline']}")
     start, found, maxes = bare
     least = start + found + maxes
     print(f"floor on this machine ({os.cpu_count()} CPUs), before any sequence is read or set:")
@@ -204,15 +234,18 @@ def floor(url: str, tables: int, jobs: int) -> tuple[float, float, float]:
     return start, min(found), min(maxes)
 
 
-def race(url: str, tables: int, repeat: int) -> tuple[list[float], list[float]]:
-    """Each side `repeat` times from lagging sequences: (tool times, baseline times)."""
-    tool, base = [], []
+def race(url: str, tables: int, repeat: int, cpu: dict[str, list[float]]
+         ) -> tuple[list[float], list[float]]:
+    """Each side `repeat` times from lagging sequences: (tool times, baseline times); the
+    CPU seconds of each run go to cpu["tool"] and cpu["baseline"]."""
+    tool: list[float] = []
+    base: list[float] = []
     for _ in range(repeat):
         lag(url)
-        tool.append(timed(tool_argv(url)))
+        tool.append(timed(tool_argv(url), cpu=cpu.setdefault("tool", [])))
         assert lagging(url, tables) == 0, "the tool left sequences unrepaired"
         lag(url)
-        base.append(timed(baseline_argv(url)))
+        base.append(timed(baseline_argv(url), cpu=cpu.setdefault("baseline", [])))
         assert lagging(url, tables) == 0, "the baseline left sequences unrepaired"
     return tool, base
 

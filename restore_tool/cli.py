@@ -3,6 +3,7 @@ report -> an exit code. `Boundary` is the one place an error becomes a sentence 
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 from contextlib import suppress
@@ -427,4 +428,13 @@ def embedded_stop() -> int:
 
 
 def main() -> None:
-    app()
+    """The console script. A run creates a few objects per table and keeps most of them to
+    the end (the report), so the cyclic collector is tuned as mypy tunes it: its young
+    generation collected every 100,000 allocations instead of 700, and everything still
+    alive frozen at exit, where the interpreter's final collections would only walk it
+    again. At 5,000 tables: ~50 ms less CPU a run, of ~330 ms (bench/sequences.py)."""
+    gc.set_threshold(100_000, 50, 50)
+    try:
+        app()
+    finally:
+        gc.freeze()
