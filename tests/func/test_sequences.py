@@ -443,20 +443,50 @@ def test_measuring_commits_within_the_fast_path_lock_slots(db: str) -> None:
     """)
     with psycopg.connect(db, autocommit=True) as conn:
         seqs, _ = sequences.discover(conn)
-        conn.execute("SET stats_fetch_consistency = none")
-
-        def commits() -> int:  # this session's counts flushed first: each statement is one
-            conn.execute("SELECT pg_stat_force_next_flush()")
-            row = conn.execute("SELECT xact_commit FROM pg_stat_database "
-                               "WHERE datname = current_database()").fetchone()
-            return int(row[0]) if row else 0
-
-        before = commits()
+        before = _commits(conn)
         sequences.measure(conn, seqs, 300)
-        during = commits() - before - 2  # the two statements of commits() itself
+        during = _commits(conn) - before - 2  # the two statements of _commits() itself
     # the block's own commits and its last transaction; other sessions (autovacuum) can only
     # add to the database's count
     assert during >= 60 // 5 + 1
+
+
+def test_repairing_without_lock_counts_the_sequences_alone(db: str) -> None:
+    """Without --lock the repairing block locks the sequences and nothing else, so it commits
+    once per `budget` sequences (each commit waits for a WAL flush), not once per `budget`
+    locks of the tables it measured: 7 transactions for 60 sequences and a budget of 10,
+    not 21. With --lock their tables count as well."""
+    execute(db, """
+        DO $$ BEGIN FOR i IN 1..60 LOOP
+            EXECUTE format('CREATE TABLE t%s (id serial PRIMARY KEY) '
+                           'WITH (autovacuum_enabled = off)', i);
+            EXECUTE format('INSERT INTO t%s VALUES (%s)', i, i * 10);
+        END LOOP; END $$;
+    """)
+    with psycopg.connect(db, autocommit=True) as conn:
+        seqs, _ = sequences.discover(conn)
+        moves = [item for item in sequences._survey_share(conn, seqs, 300, False)
+                 if item.fix.action is Action.FIXED]
+        assert len(moves) == 60
+        before = _commits(conn)
+        applied = sequences.apply(conn, moves, 10)
+        during = _commits(conn) - before - 2
+        assert len(applied.edges) == 60
+        assert 60 // 10 + 1 <= during <= 60 // 10 + 3  # autovacuum of a catalog: rarely more
+        before = _commits(conn)
+        sequences.apply(conn, moves, 10, lock=True)  # nothing left to move: it commits alike
+        assert _commits(conn) - before - 2 >= 60 // 3 + 1  # 3 locks a sequence with its table
+    assert nextval(db, "t60_id_seq") == 601
+
+
+def _commits(conn: psycopg.Connection[TupleRow]) -> int:
+    """The database's committed transactions, this session's counts flushed first (each
+    call is two statements, so two transactions)."""
+    conn.execute("SELECT pg_stat_force_next_flush(), "
+                 "set_config('stats_fetch_consistency', 'none', false)")
+    row = conn.execute("SELECT xact_commit FROM pg_stat_database "
+                       "WHERE datname = current_database()").fetchone()
+    return int(row[0]) if row else 0
 
 
 @pytest.fixture(scope="module")
