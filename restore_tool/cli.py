@@ -432,7 +432,7 @@ def main() -> None:
     the end (the report), so the cyclic collector is tuned as mypy tunes it: its young
     generation collected every 100,000 allocations instead of 700, and everything still
     alive frozen at exit, where the interpreter's final collections would only walk it
-    again. At 5,000 tables: ~50 ms less CPU a run, of ~330 ms (bench/sequences.py)."""
+    again. Measured at 5,000 tables: ~50 ms less CPU a run, of ~330 ms."""
     gc.set_threshold(100_000, 50, 50)
     try:
         app()

@@ -58,7 +58,7 @@ class SequenceInfo:
         fed = ", ".join(column.label for column in self.columns)
         return f"{display_name(self.schema, self.name)} (for {fed})"
 
-    @cached_property  # read four times a sequence when the blocks are batched
+    @property
     def lock_cost(self) -> int:
         """Relations a transaction that measures this sequence holds locks on."""
         return 1 + sum(column.lock_cost for column in self.columns)
